@@ -1,0 +1,64 @@
+"""Every failure -> ``{"error": {"code", "message"}}`` with its documented status. Nothing else becomes a 5xx."""
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app import errors
+from app.api.responses import FastJSONResponse, describe_validation
+from app.api.schemas import ErrorBody
+
+log = logging.getLogger("slotserve.api")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the one rendering of errors for every route of ``app``."""
+    app.add_exception_handler(errors.SlotServeError, _slotserve_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)
+
+
+def render(err: errors.SlotServeError) -> FastJSONResponse:
+    headers = {"Retry-After": str(err.retry_after_s)} if isinstance(err, errors.SlotBusy) else None
+    return FastJSONResponse(err.to_dict(), status_code=err.status, headers=headers)
+
+
+async def _slotserve_error(_: Request, exc: Exception) -> FastJSONResponse:
+    assert isinstance(exc, errors.SlotServeError)
+    return render(exc)
+
+
+async def _validation_error(_: Request, exc: Exception) -> FastJSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return render(errors.InvalidRequest(describe_validation(exc.errors())))
+
+
+
+async def _http_error(_: Request, exc: Exception) -> FastJSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 404:
+        return render(errors.NotFound("There is no such route; see /docs for the API."))
+    if exc.status_code == 405:
+        return render(errors.MethodNotAllowed("This route does not accept that method; see /docs for the API."))
+    body = {"error": {"code": f"http_{exc.status_code}", "message": str(exc.detail)}}
+    return FastJSONResponse(body, status_code=exc.status_code)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> FastJSONResponse:
+    log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return render(errors.SlotServeError("The server failed unexpectedly; the error has been logged."))
+
+
+def error_responses(*kinds: type[errors.SlotServeError]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` documenting each error a route can return, grouped by status."""
+    by_status: dict[int, list[str]] = {}
+    for kind in (errors.InvalidRequest, *kinds):
+        by_status.setdefault(int(kind.status), []).append(kind.code)
+    return {
+        status: {"model": ErrorBody, "description": "Error codes: " + ", ".join(sorted(set(codes)))}
+        for status, codes in sorted(by_status.items())
+    }

@@ -1,0 +1,1 @@
+"""Routers: each is a thin translation between HTTP and the registry."""

@@ -1,0 +1,120 @@
+"""Request and response bodies of the native REST API, as documented in /docs."""
+
+from typing import Annotated, Literal
+
+from fastapi import Path
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.registry.names import NAME_PATTERN
+
+ClientName = Annotated[str, Path(pattern=NAME_PATTERN, description="Client id: 1-64 of A-Z a-z 0-9 . _ -", examples=["alice"])]
+ModelName = Annotated[str, Field(pattern=NAME_PATTERN, description="A model in the store (file name without extension).")]
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable machine-readable code, e.g. model_not_found.")
+    message: str = Field(description="A sentence a person understands.")
+    model_config = ConfigDict(extra="allow")
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class Status(BaseModel):
+    status: Literal["ok"]
+
+
+class ModelInfo(BaseModel):
+    name: str
+    format: str = Field(description="Store format, e.g. keras.")
+    size_bytes: int = Field(description="Size of the file on disk.")
+
+
+class ModelList(BaseModel):
+    models: list[ModelInfo]
+
+
+class Memory(BaseModel):
+    limit_bytes: int = Field(description="The slot's hard limit: slot-memory-mb x 2^20.")
+    in_use_bytes: int = Field(description="Bytes the slot holds now (GPU: its allocator; CPU: its models' variables).")
+    peak_bytes: int = Field(description="Highest in_use_bytes since the slot's current model was first loaded.")
+
+
+class ClientRecord(BaseModel):
+    client: str
+    model: str | None = Field(description="The loaded model, null while the first load is in progress.")
+    slot: int
+    device: str = Field(description="TensorFlow device of the slot, e.g. /device:GPU:2.")
+    state: Literal["empty", "loading", "ready", "unloading"]
+    memory: Memory
+
+
+class LoadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"model": "tiny"}]})
+    model: ModelName
+
+
+class LoadResponse(ClientRecord):
+    load_ms: float = Field(description="Wall time of the load or swap, milliseconds.")
+    previous_model: str | None = Field(description="The model this load replaced, or null.")
+    freed_bytes: int = Field(description="Bytes freed by dropping the previous model (0 if none).")
+    residue_bytes: int = Field(description="Bytes of the previous model still alive after freeing it (should be 0).")
+    strategy: Literal["load", "side_by_side", "replace"] = Field(
+        description="load: the slot was empty. side_by_side: the new model was loaded beside the old one, then "
+        "switched. replace: no room for both, so predictions were held while the old one was swapped out.")
+
+
+class UnloadResponse(BaseModel):
+    client: str
+    model: str = Field(description="The model that was unloaded.")
+    slot: int
+    freed_bytes: int
+    residue_bytes: int
+    memory: Memory
+
+
+class SlotInfo(BaseModel):
+    slot: int
+    device: str
+    kind: Literal["gpu", "cpu"]
+    state: Literal["empty", "loading", "ready", "unloading"]
+    client: str | None
+    model: str | None
+    memory: Memory
+    residue_bytes: int = Field(description="Cumulative bytes left behind by this slot's unloads and swaps.")
+
+
+class SlotList(BaseModel):
+    slots: list[SlotInfo]
+
+
+PREDICT_BODY = {
+    "required": True,
+    "content": {"application/json": {"schema": {
+        "type": "object",
+        "description": "Exactly one of 'instances' (rows) or 'inputs' (columns).",
+        "properties": {
+            "instances": {"type": "array", "description": "One entry per row: the row itself for a one-input model, "
+                          "an object by input name for several inputs.", "items": {}},
+            "inputs": {"description": "A batch (list) for a one-input model, an object of batches by input name "
+                       "for several inputs.", "oneOf": [{"type": "array", "items": {}}, {"type": "object"}]},
+        },
+    }, "examples": {
+        "rows": {"value": {"instances": [[0.1, 0.2, 0.3]]}},
+        "columns": {"value": {"inputs": {"a": [[1.0, 2.0]], "b": [[3.0]]}}},
+    }}},
+}
+
+PREDICT_RESPONSE = {
+    "description": "'predictions' (one entry per row) for an 'instances' request, 'outputs' for an 'inputs' request.",
+    "content": {"application/json": {"schema": {"type": "object", "properties": {
+        "predictions": {"type": "array", "items": {}},
+        "outputs": {"oneOf": [{"type": "array", "items": {}}, {"type": "object"}]},
+    }}, "example": {"predictions": [[0.12, 0.88]]}}},
+}
+
+
+def json_body(schema: type[BaseModel]) -> dict:
+    """An OpenAPI requestBody for a route that reads its JSON body itself (see ``read_model``)."""
+    return {"required": True, "content": {"application/json": {"schema": schema.model_json_schema()}}}

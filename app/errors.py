@@ -1,0 +1,85 @@
+"""One exception hierarchy. Every error has a stable code and an HTTP status; no web framework is imported."""
+
+from http import HTTPStatus
+from typing import Any, ClassVar
+
+
+class SlotServeError(Exception):
+    """Base of every error the server reports to a client."""
+
+    code: ClassVar[str] = "internal"
+    status: ClassVar[HTTPStatus] = HTTPStatus.INTERNAL_SERVER_ERROR
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        """The documented JSON body: ``{"error": {"code", "message", ...details}}``."""
+        return {"error": {"code": self.code, "message": self.message, **self.details}}
+
+
+class InvalidRequest(SlotServeError):
+    code = "invalid_request"
+    status = HTTPStatus.UNPROCESSABLE_ENTITY
+
+
+class InvalidInput(SlotServeError):
+    code = "invalid_input"
+    status = HTTPStatus.UNPROCESSABLE_ENTITY
+
+
+class ModelInvalid(SlotServeError):
+    code = "model_invalid"
+    status = HTTPStatus.UNPROCESSABLE_ENTITY
+
+
+class ModelNotFound(SlotServeError):
+    code = "model_not_found"
+    status = HTTPStatus.NOT_FOUND
+
+
+class ClientNotFound(SlotServeError):
+    code = "client_not_found"
+    status = HTTPStatus.NOT_FOUND
+
+
+class NotFound(SlotServeError):
+    code = "not_found"
+    status = HTTPStatus.NOT_FOUND
+
+
+class MethodNotAllowed(SlotServeError):
+    code = "method_not_allowed"
+    status = HTTPStatus.METHOD_NOT_ALLOWED
+
+
+class PayloadTooLarge(SlotServeError):
+    code = "payload_too_large"
+    status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+
+class NoFreeSlot(SlotServeError):
+    code = "no_free_slot"
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+
+
+class SlotBusy(SlotServeError):
+    code = "slot_busy"
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+    retry_after_s: int = 1
+
+
+class ModelTooLarge(SlotServeError):
+    code = "model_too_large"
+    status = HTTPStatus.INSUFFICIENT_STORAGE
+
+
+class SlotOutOfMemory(SlotServeError):
+    code = "slot_out_of_memory"
+    status = HTTPStatus.INSUFFICIENT_STORAGE
+
+
+class PlanError(Exception):
+    """The partition plan cannot be applied (it does not fit, or TF is already initialised). Start-up only."""

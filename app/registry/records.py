@@ -1,0 +1,47 @@
+"""What the registry reports: plain immutable records, free of TensorFlow and of HTTP."""
+
+from dataclasses import dataclass
+
+from app.registry.slot import Memory
+
+
+@dataclass(frozen=True)
+class ClientRecord:
+    client: str
+    model: str | None
+    slot: int
+    device: str
+    state: str
+    memory: Memory
+
+
+@dataclass(frozen=True)
+class SlotRecord:
+    slot: int
+    device: str
+    kind: str
+    state: str
+    client: str | None
+    model: str | None
+    memory: Memory
+    residue_bytes: int
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    record: ClientRecord
+    load_ms: float
+    previous_model: str | None
+    freed_bytes: int
+    residue_bytes: int
+    strategy: str  # "load" (slot was empty), "side_by_side" or "replace"
+
+
+@dataclass(frozen=True)
+class UnloadResult:
+    client: str
+    model: str
+    slot: int
+    freed_bytes: int
+    residue_bytes: int
+    memory: Memory

@@ -1,0 +1,37 @@
+"""Server configuration: one pydantic-settings class, built once and passed down (never a global)."""
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1 << 20
+
+
+class Settings(BaseSettings):
+    """Every knob of the server. Environment variables use the prefix ``SLOTSERVE_``."""
+
+    model_config = SettingsConfigDict(env_prefix="SLOTSERVE_", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Address uvicorn binds to.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port uvicorn binds to.")
+    model_dir: Path = Field(Path("models"), description="Directory holding the model store.")
+    slots: int = Field(4, ge=1, le=256, description="Slots per GPU (or in total on a CPU-only host).")
+    slot_memory_mb: int = Field(1024, ge=1, description="Memory per slot in MiB (2^20 bytes).")
+    device: Literal["auto", "gpu", "cpu"] = Field(
+        "auto", description="'auto' uses every GPU when one exists, else logical CPUs."
+    )
+    admission_margin: float = Field(
+        0.10, ge=0.0, le=10.0, description="Fraction added to a model's weight bytes when estimating its footprint."
+    )
+    max_rows: int = Field(65536, ge=1, description="Largest number of rows one predict request may carry.")
+    busy_timeout_s: float = Field(
+        30.0, gt=0, description="How long a prediction waits for a slot that is swapping before 503 slot_busy."
+    )
+    log_level: str = Field("info", description="Python logging level name.")
+
+    @property
+    def slot_memory_bytes(self) -> int:
+        """The per-slot limit in bytes, exactly ``slot_memory_mb`` x 2^20."""
+        return self.slot_memory_mb * MIB
