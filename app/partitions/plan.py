@@ -45,11 +45,13 @@ def plan_partitions(slots: int, slot_memory_mb: int, device: str = "auto") -> tu
         raise PlanError("device=gpu was asked for but TensorFlow sees no GPU on this host")
     kind: DeviceKind = "gpu" if gpus else "cpu"
     layout = (kind, slots, slot_memory_mb if kind == "gpu" else None)
+    if kind == "cpu":
+        _check_host_ram(slots, slot_memory_mb)
     if _applied is None:
         if kind == "gpu":
             _configure_gpus(gpus, slots, slot_memory_mb)
         else:
-            _configure_cpu(slots, slot_memory_mb)
+            _configure_cpu(slots)
         _applied = layout
     elif _applied != layout:
         raise PlanError(f"TensorFlow is already partitioned as {_applied}; a process holds one plan, not {layout}")
@@ -73,13 +75,16 @@ def _configure_gpus(gpus: list, slots: int, slot_memory_mb: int) -> None:
         raise PlanError(f"the GPU driver refused the slot plan: {exc}") from None
 
 
-def _configure_cpu(slots: int, slot_memory_mb: int) -> None:
+def _check_host_ram(slots: int, slot_memory_mb: int) -> None:
     ram_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // MIB
     if slots * slot_memory_mb > ram_mb:
         raise PlanError(
             f"{slots} slots x {slot_memory_mb} MiB = {slots * slot_memory_mb} MiB does not fit this host's "
             f"{ram_mb} MiB of RAM; lower --slots or --slot-memory-mb"
         )
+
+
+def _configure_cpu(slots: int) -> None:
     cpu = tf.config.list_physical_devices("CPU")[0]
     _apply(cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(slots)])
 

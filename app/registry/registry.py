@@ -62,17 +62,24 @@ class Registry:
     async def load(self, client: str, model_name: str) -> LoadResult:
         """Load ``model_name`` into ``client``'s slot (claiming a free slot on its first load), swapping in place."""
         _check_client(client)
-        model_file = self.store.resolve(model_name)
-        estimate = await asyncio.to_thread(self._estimate, model_file)
-        while True:
-            slot = await self._claim(client)
-            async with slot.lock:
-                if slot.client == client:  # else it was unloaded while we waited: claim again
-                    try:
-                        return await self._load_locked(slot, client, model_file, estimate)
-                    finally:
-                        if slot.model is None:
-                            await self._release(slot, client)
+        try:
+            model_file = self.store.resolve(model_name)
+            estimate = await asyncio.to_thread(self._estimate, model_file)
+            while True:
+                slot = await self._claim(client)
+                async with slot.lock:
+                    if slot.client == client:  # else it was unloaded while we waited: claim again
+                        try:
+                            return await self._load_locked(slot, client, model_file, estimate)
+                        finally:
+                            if slot.model is None:
+                                await self._release(slot, client)
+        except SlotServeError as exc:
+            err = exc
+        # Every failed load says what the client still has (null when nothing): it is never left half-swapped.
+        held = self._clients.get(client)
+        err.details["serving"] = held.model.name if held is not None and held.model is not None else None
+        raise err
 
     async def unload(self, client: str) -> UnloadResult:
         """Drain the client's predictions, free its model and give its slot back."""
@@ -125,9 +132,9 @@ class Registry:
         previous = old.name if old else None
         limit = slot.spec.limit_bytes
         if estimate > limit:
-            raise _serving(ModelTooLarge(
+            raise ModelTooLarge(
                 f"Model '{model_file.name}' needs about {estimate} bytes but the slot holds {limit} bytes.",
-                model=model_file.name, needed_bytes=estimate, limit_bytes=limit), previous)
+                model=model_file.name, needed_bytes=estimate, limit_bytes=limit)
         in_use = await slot.work(slot.meter.in_use)
         slot.state = SlotState.LOADING
         freed = residue = 0
@@ -152,7 +159,8 @@ class Registry:
             slot.state = SlotState.READY if slot.model is not None else slot.state
         load_ms = (time.perf_counter() - started) * 1000
         memory = await asyncio.to_thread(slot.memory)
-        _log("swap" if previous else "load", client, model_file.name, slot, load_ms, memory.in_use_bytes, freed, residue)
+        _log("swap" if previous else "load", client, model_file.name, slot, load_ms, memory.in_use_bytes, freed, residue,
+             strategy)
         return LoadResult(_record(slot, client, memory), load_ms, previous, freed, residue, strategy)
 
     async def _replace(self, slot: Slot, model_file: ModelFile) -> tuple[int, int]:
@@ -167,13 +175,11 @@ class Registry:
                 return freed, residue
             except SlotServeError as exc:
                 err = exc
-            restored = None
             try:
                 await self._load_into(slot, previous_file, slot.spec.limit_bytes)
-                restored = previous_file.name
             except SlotServeError as exc:
                 log.error("slot=%d could not restore model %s: %s", slot.index, previous_file.name, exc.message)
-            raise _serving(err, restored)
+            raise err
         finally:
             slot.open.set()
 
@@ -254,17 +260,12 @@ def _check_client(client: str) -> None:
         raise InvalidRequest(f"'{client}' is not a valid client name: use letters, digits, '.', '_' and '-' only.")
 
 
-def _serving(err: SlotServeError, previous: str | None) -> SlotServeError:
-    """Tell the caller which model the client still has after a failed load or swap."""
-    err.details["serving"] = previous
-    return err
-
-
 def _record(slot: Slot, client: str, memory: Any) -> ClientRecord:
     model = slot.model.name if slot.model else None
     return ClientRecord(client, model, slot.index, slot.spec.device, slot.state.value, memory)
 
 
-def _log(op: str, client: str, model: str, slot: Slot, ms: float, in_use: int, freed: int, residue: int) -> None:
-    log.info("%s client=%s model=%s slot=%d ms=%.1f in_use_bytes=%d freed_bytes=%d residue_bytes=%d",
-             op, client, model, slot.index, ms, in_use, freed, residue)
+def _log(op: str, client: str, model: str, slot: Slot, ms: float, in_use: int, freed: int, residue: int,
+         strategy: str = "none") -> None:
+    log.info("%s client=%s model=%s slot=%d strategy=%s ms=%.1f in_use_bytes=%d freed_bytes=%d residue_bytes=%d",
+             op, client, model, slot.index, strategy, ms, in_use, freed, residue)

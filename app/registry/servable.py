@@ -25,28 +25,35 @@ class Servable:
         self.inputs = [_info(t.name, t.dtype, t.shape) for t in model.inputs]
         self.output_names = list(model.output_names)
         specs = [tf.TensorSpec((None, *i.shape[1:]), i.dtype, name=i.name) for i in self.inputs]
-        single = len(self.inputs) == 1
+        names = [i.name for i in self.inputs]
+        structure = model.input  # the model's own nesting of its inputs: one tensor, a list or a dict
 
         def serve(*args: tf.Tensor) -> Any:
-            return model(args[0] if single else list(args), training=False)
+            by_name = dict(zip(names, args))
+            return model(tf.nest.map_structure(lambda t: by_name[t.name], structure), training=False)
 
         self._fn = tf.function(serve, input_signature=specs, autograph=False)
         with tf.device(device):
             concrete = self._fn.get_concrete_function()
-        self.outputs = [_info(n, t.dtype, t.shape) for n, t in zip(self.output_names, tf.nest.flatten(concrete.structured_outputs))]
+        structured = _named(concrete.structured_outputs, self.output_names)
+        self.output_names = list(structured)
+        self.outputs = [_info(name, t.dtype, t.shape) for name, t in structured.items()]
 
     @property
     def variables(self) -> list:
         """The model's TensorFlow variables (the bytes it holds in its slot)."""
         return [v.value if hasattr(v, "value") else v for v in self._model.variables]
 
+    def run(self, arrays: dict[str, np.ndarray]) -> dict[str, tf.Tensor]:
+        """Run the traced function on the slot's device; outputs by name as tensors."""
+        with tf.device(self.device):
+            result = self._fn(*(arrays[i.name] for i in self.inputs))
+        return _named(result, self.output_names)
+
     def __call__(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the model on validated arrays; outputs by name as numpy arrays."""
         try:
-            with tf.device(self.device):
-                result = self._fn(*(arrays[i.name] for i in self.inputs))
-                flat = tf.nest.flatten(result)
-                return {name: tensor.numpy() for name, tensor in zip(self.output_names, flat)}
+            return {name: tensor.numpy() for name, tensor in self.run(arrays).items()}
         except tf.errors.ResourceExhaustedError as exc:
             err: SlotServeError = SlotOutOfMemory(f"The prediction ran out of this slot's memory: {exc.message}")
         except tf.errors.InvalidArgumentError as exc:
@@ -83,7 +90,7 @@ def load_servable(model_file: ModelFile, device: str) -> Servable:
     except SlotServeError as exc:
         err = ModelInvalid(f"Model '{model_file.name}' failed its first prediction: {exc.message}", model=model_file.name)
     except Exception as exc:  # noqa: BLE001 - any failure inside Keras means the file is not loadable
-        err = ModelInvalid(f"Model '{model_file.name}' cannot be loaded: {_reason(exc)}", model=model_file.name)
+        err = ModelInvalid(_refusal(model_file.name, exc), model=model_file.name)
     model = servable = None  # noqa: F841 - drop the half-loaded model before collecting
     gc.collect()
     raise err
@@ -95,11 +102,22 @@ def _servable(name: str, model: Any, device: str) -> Servable:
     return Servable(name, model, device)
 
 
+def _named(result: Any, names: list[str]) -> dict[str, Any]:
+    """Outputs by name: a dict keeps its own keys (``tf.nest`` would sort them), a list or tensor takes ``names``."""
+    if isinstance(result, dict):
+        return dict(result)
+    return dict(zip(names, tf.nest.flatten(result)))
+
+
 def _info(name: str, dtype: Any, shape: Any) -> TensorInfo:
     dims = tuple(None if d is None else int(d) for d in (shape.as_list() if hasattr(shape, "as_list") else shape))
     return TensorInfo(name=name, dtype=np.dtype(tf.as_dtype(dtype).as_numpy_dtype), shape=dims)
 
 
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:300]
+def _refusal(name: str, exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if "safe_mode" in text:
+        return (f"Model '{name}' is refused: it holds Python code (such as a Lambda layer), "
+                "which the server never deserializes.")
+    reason = text[:300].rsplit(" ", 1)[0] if len(text) > 300 else text
+    return f"Model '{name}' cannot be loaded: {reason.rstrip('.') or type(exc).__name__}."

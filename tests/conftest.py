@@ -1,0 +1,68 @@
+"""One partition plan for the whole session (TensorFlow accepts one per process), real models, real HTTP."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.api import create_app
+from app.partitions import SlotSpec, plan_partitions
+from app.registry import Registry
+from app.settings import Settings
+from tests.models import Reference, build_store
+
+SLOTS = 4
+SLOT_MB = 16
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def specs() -> tuple[SlotSpec, ...]:
+    return plan_partitions(SLOTS, SLOT_MB, "cpu")
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("store")
+
+
+@pytest.fixture(scope="session")
+def refs(model_dir: Path, specs: tuple[SlotSpec, ...]) -> dict[str, Reference]:
+    return build_store(model_dir)
+
+
+@pytest.fixture
+def settings(model_dir: Path, refs: dict[str, Reference]) -> Settings:
+    return Settings(model_dir=model_dir, slots=SLOTS, slot_memory_mb=SLOT_MB, device="cpu", busy_timeout_s=30)
+
+
+@dataclass
+class Server:
+    """An app with its lifespan running: ``http`` speaks to it, ``registry`` is the one it drives."""
+
+    http: httpx.AsyncClient
+    registry: Registry
+
+
+@asynccontextmanager
+async def open_server(settings: Settings) -> AsyncIterator[Server]:
+    """A fresh registry over the session's slots, driven through real HTTP (ASGI) with its lifespan running."""
+    registry = Registry.from_settings(settings)
+    app = create_app(settings, registry)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://slotserve", timeout=60) as http:
+            yield Server(http, registry)
+
+
+@pytest.fixture
+async def server(settings: Settings) -> AsyncIterator[Server]:
+    async with open_server(settings) as opened:
+        yield opened
