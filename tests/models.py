@@ -1,9 +1,12 @@
 """Tiny Keras models the tests build and save themselves, with Keras's own outputs for fixed inputs."""
 
 import gc
+import io
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 import app  # noqa: F401 - sets TF_CPU_ALLOCATOR_USE_BFC before TensorFlow is imported
@@ -56,6 +59,41 @@ def _megabytes(mib: float, seed: int) -> keras.Model:
     return _mlp(256, units, 4, seed)
 
 
+def _trained() -> keras.Model:
+    """A compiled, fitted model: its file also holds optimizer state, which serving never loads."""
+    model = _mlp(16, 32, 2, seed=11)
+    model.compile(optimizer="adam", loss="mse")
+    rng = np.random.default_rng(1)
+    model.fit(rng.normal(size=(8, 16)), rng.normal(size=(8, 2)), epochs=1, verbose=0)
+    return model
+
+
+def _hog() -> keras.Model:
+    """Small weights, 32 MiB of temporaries per row: a large batch exhausts memory at inference time."""
+    keras.utils.set_random_seed(12)
+    inputs = keras.Input((1, 2), name="x")
+    h = keras.layers.GlobalAveragePooling1D()(keras.layers.UpSampling1D(size=2**22)(inputs))
+    return keras.Model(inputs, keras.layers.Dense(1, name="y")(h))
+
+
+def write_half_precision_weights(path: Path, target: Path) -> None:
+    """Copy a .keras file with its weights stored as float16: the file then claims half the bytes the loaded
+    (float32) model really takes, which is what the post-load check exists to catch."""
+    src = zipfile.ZipFile(path)
+    buffer = io.BytesIO()
+    with h5py.File(io.BytesIO(src.read("model.weights.h5")), "r") as h5, h5py.File(buffer, "w") as out:
+        def copy(name: str, obj: object) -> None:
+            if isinstance(obj, h5py.Dataset):
+                out.create_dataset(name, data=obj[()].astype(np.float16))
+            else:
+                out.require_group(name).attrs.update(dict(obj.attrs))
+        h5.visititems(copy)
+        out.attrs.update(dict(h5.attrs))
+    with zipfile.ZipFile(target, "w") as dst:
+        for member in src.namelist():
+            dst.writestr(member, buffer.getvalue() if member == "model.weights.h5" else src.read(member))
+
+
 BUILDERS = {
     "tiny": lambda: _mlp(32, 16, 10, seed=1),
     "tiny2": lambda: _mlp(12, 8, 4, seed=2),
@@ -67,6 +105,8 @@ BUILDERS = {
     "nine_mb": lambda: _megabytes(9, seed=6),
     "nine_mb_b": lambda: _megabytes(9, seed=9),
     "big": lambda: _megabytes(20, seed=10),
+    "trained": _trained,
+    "hog": _hog,
 }
 
 
@@ -88,10 +128,11 @@ def build_store(directory: Path) -> dict[str, Reference]:
         result = model(inputs if len(inputs) > 1 else next(iter(inputs.values())), training=False)
         outputs = {k: np.asarray(v) for k, v in result.items()} if isinstance(result, dict) else {
             model.output_names[0]: np.asarray(result)}
-        weight_bytes = sum(int(np.prod(w.shape)) * 4 for w in model.weights)
+        weight_bytes = sum(int(np.prod(w.shape)) * 4 for w in model.weights)  # not the optimizer's
         refs[name] = Reference(path, weight_bytes, inputs, outputs)
         del model, result
     _unsafe().save(directory / "unsafe.keras")
+    write_half_precision_weights(refs["big"].path, directory / "lying.keras")
     (directory / "corrupt.keras").write_bytes(b"PK\x03\x04 this is not a keras archive" * 10)
     (directory / "notes.txt").write_text("not a model")
     keras.backend.clear_session()  # the test process's own reference models only; no server slot exists yet

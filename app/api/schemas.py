@@ -38,7 +38,8 @@ class ModelList(BaseModel):
 class Memory(BaseModel):
     limit_bytes: int = Field(description="The slot's hard limit: slot-memory-mb x 2^20.")
     in_use_bytes: int = Field(description="Bytes the slot holds now (GPU: its allocator; CPU: its models' variables).")
-    peak_bytes: int = Field(description="Highest in_use_bytes since the slot's current model was first loaded.")
+    peak_bytes: int = Field(description="Highest in_use_bytes since the client's first load into this slot "
+                            "(a side_by_side swap briefly holds both models).")
 
 
 class ClientRecord(BaseModel):

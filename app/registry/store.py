@@ -1,5 +1,6 @@
 """The model store: a directory whose files are models, named by their file name without the extension."""
 
+import functools
 import io
 import zipfile
 from dataclasses import dataclass
@@ -55,20 +56,33 @@ class ModelStore:
 def weight_bytes(model: ModelFile) -> int:
     """Bytes of every weight array stored in the file, read from its metadata without loading the model.
 
+    Cached per file version (path, size, modification time): a swap back to a known model reads nothing.
     Raises ``ModelInvalid`` when the file is not a readable Keras archive.
     """
+    stat = model.path.stat()
+    return _weight_bytes(model.name, model.path, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=1024)
+def _weight_bytes(name: str, path: Path, size: int, mtime_ns: int) -> int:
     try:
-        with zipfile.ZipFile(model.path) as archive:
+        with zipfile.ZipFile(path) as archive:
             if _WEIGHTS_MEMBER not in archive.namelist():
                 return 0  # a model with no weights at all
-            with archive.open(_WEIGHTS_MEMBER) as member, h5py.File(io.BytesIO(member.read()), "r") as h5:
-                return _dataset_bytes(h5)
+            with archive.open(_WEIGHTS_MEMBER) as member:
+                # Keras stores the member uncompressed, so h5py seeks through it and reads only metadata
+                source = member if member.seekable() else io.BytesIO(member.read())
+                with h5py.File(source, "r") as h5:
+                    # optimizer state is saved beside the weights but never loaded (the server loads compile=False)
+                    return sum(_dataset_bytes(h5[key]) for key in h5 if key != "optimizer")
     except (zipfile.BadZipFile, OSError, KeyError, ValueError) as exc:
         reason = str(exc)
-    raise ModelInvalid(f"Model '{model.name}' cannot be read as a Keras archive: {reason}.", model=model.name)
+    raise ModelInvalid(f"Model '{name}' cannot be read as a Keras archive: {reason}.", model=name)
 
 
-def _dataset_bytes(group: h5py.Group) -> int:
+def _dataset_bytes(group: h5py.Group | h5py.Dataset) -> int:
+    if isinstance(group, h5py.Dataset):
+        return group.size * group.dtype.itemsize
     total = 0
 
     def visit(_: str, obj: object) -> None:
