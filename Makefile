@@ -23,6 +23,8 @@ test: $(STAMP)
 	$(BIN)/pytest
 
 bench: $(STAMP)
+	$(BIN)/python bench/request_path.py
+	$(BIN)/python bench/load.py
 	$(BIN)/python bench/churn.py
 
 clean:

@@ -26,6 +26,14 @@ class Settings(BaseSettings):
         0.10, ge=0.0, le=10.0, description="Fraction added to a model's weight bytes when estimating its footprint."
     )
     max_rows: int = Field(65536, ge=1, description="Largest number of rows one predict request may carry.")
+    max_body_mb: int = Field(64, ge=1, description="Largest request body in MiB; larger ones get 413 unread.")
+    max_batch_size: int = Field(
+        64, ge=1, description="Most rows stacked into one call of a model's function (dynamic batching)."
+    )
+    max_delay_us: int = Field(
+        0, ge=0, le=1_000_000,
+        description="Microseconds a batch waits for batchmates; 0 never waits (batches still form under load).",
+    )
     busy_timeout_s: float = Field(
         30.0, gt=0, description="How long a prediction waits for a slot that is swapping before 503 slot_busy."
     )

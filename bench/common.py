@@ -40,15 +40,15 @@ def write_models(directory: Path) -> None:
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-class Server:
-    """``slotserve serve`` in a child process on a free loopback port."""
+class Service:
+    """A child process serving HTTP on a free loopback port; ready once ``ready_path`` answers 200."""
 
-    def __init__(self, models: Path, slots: int, slot_mb: int, extra_env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._args = [sys.executable, "-m", "app.cli", "serve", "--model-dir", str(models), "--port", str(self.port),
-                      "--slots", str(slots), "--slot-memory-mb", str(slot_mb), "--device", "cpu"]
-        self._env = {**os.environ, "SLOTSERVE_LOG_LEVEL": "warning", "TF_CPP_MIN_LOG_LEVEL": "3", **(extra_env or {})}
+    def __init__(self, args: list[str], port: int, ready_path: str, env: dict[str, str] | None = None) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self._args = args
+        self._ready_path = ready_path
+        self._env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
         self._proc: subprocess.Popen | None = None
 
     @property
@@ -60,25 +60,46 @@ class Server:
         self._proc = subprocess.Popen(self._args, env=self._env, cwd=ROOT, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL)
         async with httpx.AsyncClient(base_url=self.url, timeout=5) as http:
-            for _ in range(3000):
+            for _ in range(6000):
                 if self._proc.poll() is not None:
-                    raise RuntimeError(f"slotserve exited with {self._proc.returncode}")
+                    raise RuntimeError(f"{self._args[2]} exited with {self._proc.returncode}")
                 try:
-                    if (await http.get("/readyz")).status_code == 200:
+                    if (await http.get(self._ready_path)).status_code == 200:
                         return
                 except httpx.TransportError:
                     pass
                 await asyncio.sleep(0.01)
-        raise RuntimeError("slotserve did not become ready")
+        raise RuntimeError(f"{self._args} did not become ready")
 
     async def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
             self._proc.terminate()
             await asyncio.to_thread(self._proc.wait, 60)
 
-    async def __aenter__(self) -> "Server":
+    async def __aenter__(self) -> "Service":
         await self.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+class Server(Service):
+    """``slotserve serve`` on CPU slots."""
+
+    def __init__(self, models: Path, slots: int, slot_mb: int, extra_env: dict[str, str] | None = None) -> None:
+        port = free_port()
+        args = [sys.executable, "-m", "app.cli", "serve", "--model-dir", str(models), "--port", str(port),
+                "--slots", str(slots), "--slot-memory-mb", str(slot_mb), "--device", "cpu"]
+        super().__init__(args, port, "/readyz", {"SLOTSERVE_LOG_LEVEL": "warning", **(extra_env or {})})
+
+
+def write_big_model(path: Path, hidden: int = 4096) -> None:
+    """A 784 -> hidden -> hidden -> 10 MLP (~20M parameters at 4096), written by a child process."""
+    code = (
+        "import sys, app, keras; h = int(sys.argv[2]); x = keras.Input((784,), name='x');"
+        "y = keras.layers.Dense(10)(keras.layers.Dense(h)(keras.layers.Dense(h)(x)));"
+        "keras.Model(x, y).save(sys.argv[1])"
+    )
+    subprocess.run([sys.executable, "-c", code, str(path), str(hidden)], check=True, cwd=ROOT,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

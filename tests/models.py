@@ -76,6 +76,38 @@ def _hog() -> keras.Model:
     return keras.Model(inputs, keras.layers.Dense(1, name="y")(h))
 
 
+def _scalar() -> keras.Model:
+    """Sums its whole batch into one number: its output has no batch dimension, so it cannot be served."""
+    inputs = keras.Input((4,), name="x")
+    return keras.Model(inputs, keras.ops.sum(inputs))
+
+
+def _sequence() -> keras.Model:
+    """Rows of any length: (None, 4) per row, pooled to 3 outputs."""
+    keras.utils.set_random_seed(13)
+    inputs = keras.Input((None, 4), name="x")
+    pooled = keras.layers.GlobalAveragePooling1D()(keras.layers.Dense(8)(inputs))
+    return keras.Model(inputs, keras.layers.Dense(3, name="y")(pooled))
+
+
+def write_deflated_corrupt(path: Path, target: Path) -> None:
+    """A .keras archive whose weights member is compressed and then damaged (zlib fails while reading it)."""
+    src = zipfile.ZipFile(path)
+    with zipfile.ZipFile(target, "w") as dst:
+        for member in src.namelist():
+            data = src.read(member)
+            if member == "model.weights.h5":
+                info = zipfile.ZipInfo(member)
+                info.compress_type = zipfile.ZIP_DEFLATED
+                dst.writestr(info, data)
+            else:
+                dst.writestr(member, data)
+    raw = bytearray(target.read_bytes())
+    start = raw.find(b"model.weights.h5") + 40
+    raw[start:start + 64] = bytes(range(64))
+    target.write_bytes(bytes(raw))
+
+
 def write_half_precision_weights(path: Path, target: Path) -> None:
     """Copy a .keras file with its weights stored as float16: the file then claims half the bytes the loaded
     (float32) model really takes, which is what the post-load check exists to catch."""
@@ -107,6 +139,7 @@ BUILDERS = {
     "big": lambda: _megabytes(20, seed=10),
     "trained": _trained,
     "hog": _hog,
+    "sequence": _sequence,
 }
 
 
@@ -120,7 +153,7 @@ def build_store(directory: Path) -> dict[str, Reference]:
         model.save(path)
         inputs = {}
         for tensor in model.inputs:
-            shape = (5, *tensor.shape[1:])
+            shape = (5, *(d or 6 for d in tensor.shape[1:]))
             if tensor.dtype.startswith("int"):
                 inputs[tensor.name] = rng.integers(0, 50, shape).astype(tensor.dtype)
             else:
@@ -133,6 +166,8 @@ def build_store(directory: Path) -> dict[str, Reference]:
         del model, result
     _unsafe().save(directory / "unsafe.keras")
     write_half_precision_weights(refs["big"].path, directory / "lying.keras")
+    write_deflated_corrupt(refs["tiny"].path, directory / "deflated.keras")
+    _scalar().save(directory / "scalar.keras")
     (directory / "corrupt.keras").write_bytes(b"PK\x03\x04 this is not a keras archive" * 10)
     (directory / "notes.txt").write_text("not a model")
     keras.backend.clear_session()  # the test process's own reference models only; no server slot exists yet

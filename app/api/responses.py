@@ -1,5 +1,6 @@
 """JSON in and out with orjson: numpy arrays are encoded directly, and bodies are parsed whatever their Content-Type."""
 
+import asyncio
 from typing import Any, TypeVar
 
 import orjson
@@ -7,7 +8,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from app.errors import InvalidRequest
+from app.errors import InvalidRequest, PayloadTooLarge
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -21,12 +22,34 @@ class FastJSONResponse(JSONResponse):
         return orjson.dumps(content, option=_OPTIONS)
 
 
+_DECODE_INLINE = 1 << 20  # bodies up to 1 MiB are decoded on the event loop; larger ones in a worker thread
+
+
 async def read_json(request: Request) -> Any:
-    """The request body as JSON, whatever its Content-Type says (curl -d sends form-encoded by default)."""
+    """The request body as JSON, whatever its Content-Type says (curl -d sends form-encoded by default).
+
+    A body over ``max_body_mb`` is refused with 413 before it is read (by its Content-Length) or as soon as it
+    proves larger; a large body is decoded off the event loop, so it never stalls other clients' requests.
+    """
+    limit = request.app.state.settings.max_body_mb << 20
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    raw = b"".join(chunks)
     try:
-        return orjson.loads(await request.body())
+        return orjson.loads(raw) if size <= _DECODE_INLINE else await asyncio.to_thread(orjson.loads, raw)
     except orjson.JSONDecodeError:
         raise InvalidRequest("The body is not valid JSON.") from None
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"The body is larger than the server's limit of {limit >> 20} MiB.", max_bytes=limit)
 
 
 async def read_model(request: Request, schema: type[M]) -> M:

@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.registry.names import NAME_PATTERN
+from app.names import NAME_PATTERN
 
 ClientName = Annotated[str, Path(pattern=NAME_PATTERN, description="Client id: 1-64 of A-Z a-z 0-9 . _ -", examples=["alice"])]
 ModelName = Annotated[str, Field(pattern=NAME_PATTERN, description="A model in the store (file name without extension).")]
@@ -42,6 +42,11 @@ class Memory(BaseModel):
                             "(a side_by_side swap briefly holds both models).")
 
 
+class Batching(BaseModel):
+    max_batch_size: int = Field(description="Most rows stacked into one call of the model.")
+    max_delay_us: int = Field(description="Microseconds a batch waits for batchmates (0: never waits).")
+
+
 class ClientRecord(BaseModel):
     client: str
     model: str | None = Field(description="The loaded model, null while the first load is in progress.")
@@ -49,11 +54,17 @@ class ClientRecord(BaseModel):
     device: str = Field(description="TensorFlow device of the slot, e.g. /device:GPU:2.")
     state: Literal["empty", "loading", "ready", "unloading"]
     memory: Memory
+    batching: Batching | None = Field(description="Dynamic batching of this client's model.")
 
 
 class LoadRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"model": "tiny"}]})
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [{"model": "tiny"}, {"model": "medium", "max_batch_size": 32, "max_delay_us": 500}]})
     model: ModelName
+    max_batch_size: int | None = Field(None, ge=1, le=1_000_000,
+                                       description="Override the server's max_batch_size for this model.")
+    max_delay_us: int | None = Field(None, ge=0, le=1_000_000,
+                                     description="Override the server's max_delay_us for this model.")
 
 
 class LoadResponse(ClientRecord):

@@ -6,6 +6,7 @@ references to each loaded model's variables. The same weak references find resid
 anything still alive after ``gc.collect()`` was not freed.
 """
 
+import gc
 import threading
 import weakref
 from collections.abc import Iterable
@@ -93,3 +94,18 @@ def host_allocator_bytes() -> int:
 def _short(device: str) -> str:
     # get_memory_info wants "GPU:3", not "/device:GPU:3"
     return device.rsplit("device:", 1)[-1]
+
+
+# gc.collect() returns at once, collecting nothing, while another thread is collecting; two slots freeing models at
+# the same time would then measure each other's garbage as residue. One collection at a time, process-wide.
+_COLLECTING = threading.Lock()
+
+
+def collect_garbage(group: TrackedGroup | None = None) -> None:
+    """Collect garbage (serialised across threads); with ``group``, until its tensors are gone or 3 passes ran,
+    since freeing one cycle's variables can release another cycle."""
+    with _COLLECTING:
+        for _ in range(3):
+            gc.collect()
+            if group is None or not group.live_bytes():
+                return

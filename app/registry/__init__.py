@@ -1,9 +1,10 @@
 """Clients -> slots: slot lifecycle, per-slot locks and threads, the model store. Imports TensorFlow."""
 
+from app.registry.batching import BatchPolicy
 from app.registry.records import ClientRecord, LoadResult, SlotRecord, UnloadResult
 from app.registry.registry import Registry
 from app.registry.slot import Memory, SlotState
 from app.registry.store import ModelFile, ModelStore
 
-__all__ = ["ClientRecord", "LoadResult", "Memory", "ModelFile", "ModelStore", "Registry", "SlotRecord", "SlotState",
+__all__ = ["BatchPolicy", "ClientRecord", "LoadResult", "Memory", "ModelFile", "ModelStore", "Registry", "SlotRecord", "SlotState",
            "UnloadResult"]

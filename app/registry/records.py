@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 
+from app.registry.batching import BatchPolicy
 from app.registry.slot import Memory
 
 
@@ -13,6 +14,7 @@ class ClientRecord:
     device: str
     state: str
     memory: Memory
+    batching: BatchPolicy | None
 
 
 @dataclass(frozen=True)

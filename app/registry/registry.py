@@ -12,10 +12,10 @@ from typing import Any
 
 from app.errors import ClientNotFound, InvalidRequest, ModelTooLarge, NoFreeSlot, SlotBusy, SlotServeError
 from app.partitions import SlotSpec, plan_partitions
-from app.registry.names import is_valid_name
+from app.registry.batching import BatchPolicy
+from app.names import is_valid_name
 from app.registry.records import ClientRecord, LoadResult, SlotRecord, UnloadResult
-from app.registry.servable import Servable, load_servable
-from app.registry.slot import Slot, SlotState
+from app.registry.slot import Memory, Slot, SlotState
 from app.registry.store import ModelFile, ModelStore, weight_bytes
 from app.registry.tensors import format_response, parse_request
 from app.settings import Settings
@@ -30,6 +30,7 @@ class Registry:
         self.settings = settings
         self.store = ModelStore(settings.model_dir)
         self.slots = [Slot(spec) for spec in specs]
+        self.default_policy = BatchPolicy(settings.max_batch_size, settings.max_delay_us)
         self._clients: dict[str, Slot] = {}
         self._claim_lock = asyncio.Lock()
 
@@ -39,7 +40,8 @@ class Registry:
         specs = plan_partitions(settings.slots, settings.slot_memory_mb, settings.device)
         registry = cls(settings, specs)
         # Every unload runs gc.collect(). With TensorFlow and Keras imported, a full collection walks ~1M start-up
-        # objects (~85 ms); freezing them first makes it walk only what models created since (<1 ms).
+        # objects (~85 ms); freezing the live ones first makes it walk only what models created since (<1 ms).
+        gc.collect()
         gc.freeze()
         return registry
 
@@ -51,6 +53,8 @@ class Registry:
     async def client(self, client: str) -> ClientRecord:
         slot = self._slot_of(client)
         memory = await asyncio.to_thread(slot.memory)
+        if slot.client != client:  # unloaded (and maybe claimed by another client) while memory was read
+            raise ClientNotFound(f"Client '{client}' has no model loaded.", client=client)
         return _record(slot, client, memory)
 
     async def slot_records(self) -> list[SlotRecord]:
@@ -58,29 +62,37 @@ class Registry:
         return [
             SlotRecord(s.index, s.spec.device, s.spec.kind, s.state.value, s.client,
                        s.model.name if s.model else None, m, s.residue_bytes)
-            for s, m in zip(self.slots, memories)
+            for s, m in zip(self.slots, memories, strict=True)
         ]
 
     # ---- lifecycle -----------------------------------------------------------------------------------------
 
-    async def load(self, client: str, model_name: str) -> LoadResult:
-        """Load ``model_name`` into ``client``'s slot (claiming a free slot on its first load), swapping in place."""
+    async def load(self, client: str, model_name: str, max_batch_size: int | None = None,
+                   max_delay_us: int | None = None) -> LoadResult:
+        """Load ``model_name`` into ``client``'s slot (claiming a free slot on its first load), swapping in place.
+
+        ``max_batch_size`` and ``max_delay_us`` override the server's batching settings for this model. On failure
+        the error's ``serving`` detail names the model the client still has (``None`` when it has none).
+        """
         _check_client(client)
+        default = self.default_policy
+        policy = BatchPolicy(max_batch_size or default.max_batch_size,
+                             default.max_delay_us if max_delay_us is None else max_delay_us)
         try:
             model_file = self.store.resolve(model_name)
             estimate = await asyncio.to_thread(self._estimate, model_file)
+            self._admit(model_file, estimate)
             while True:
                 slot = await self._claim(client)
-                async with slot.lock:
-                    if slot.client == client:  # else it was unloaded while we waited: claim again
-                        try:
-                            return await self._load_locked(slot, client, model_file, estimate)
-                        finally:
-                            if slot.model is None:
-                                await self._release(slot, client)
+                try:
+                    async with slot.lock:
+                        if slot.client == client:  # else it was unloaded while we waited: claim again
+                            return await self._load_locked(slot, client, model_file, estimate, policy)
+                finally:  # also on cancellation: a slot claimed for a load that never happened goes back
+                    if slot.loaded is None and slot.client == client and not slot.lock.locked():
+                        await self._release(slot, client)
         except SlotServeError as exc:
             err = exc
-        # Every failed load says what the client still has (null when nothing): it is never left half-swapped.
         held = self._clients.get(client)
         err.details["serving"] = held.model.name if held is not None and held.model is not None else None
         raise err
@@ -90,55 +102,58 @@ class Registry:
         slot = self._slot_of(client)
         started = time.perf_counter()
         async with slot.lock:
-            if slot.client != client or slot.model is None:
+            loaded = slot.loaded
+            if slot.client != client or loaded is None:
                 raise ClientNotFound(f"Client '{client}' has no model loaded.", client=client)
             slot.state = SlotState.UNLOADING
             slot.open.clear()
             try:
-                await slot.drain()
-                name = slot.model.name
-                freed, residue = await self._retire(slot)
+                await slot.drain(loaded)
+                name, slot.loaded = loaded.name, None
+                freed, residue = await slot.retire(loaded)
             finally:
+                del loaded
                 await self._release(slot, client)
         memory = await asyncio.to_thread(slot.memory)
-        _log("unload", client, name, slot, (time.perf_counter() - started) * 1000, memory.in_use_bytes, freed, residue)
+        _log("unload", client, name, slot, started, memory, freed, residue)
         return UnloadResult(client, name, slot.index, freed, residue, memory)
 
     async def predict(self, client: str, body: Any) -> dict[str, Any]:
-        """Validate ``body`` against the client's model, run it on the slot's thread and shape the response."""
+        """Validate ``body`` against the client's model, run it (batched) on the slot's thread, shape the reply."""
         slot = self._slot_of(client)
         if not slot.open.is_set():
             try:
                 await asyncio.wait_for(slot.open.wait(), self.settings.busy_timeout_s)
             except TimeoutError:
                 raise SlotBusy(f"Client '{client}' is swapping models; try again shortly.", client=client) from None
-        model = slot.model  # read after the last await: the drain barrier then covers this prediction
-        if slot.client != client or model is None:
+        loaded = slot.loaded  # read after the last await: the drain then covers this prediction
+        if slot.client != client or loaded is None:
             raise ClientNotFound(f"Client '{client}' has no model loaded.", client=client)
-        arrays, columnar = parse_request(body, model.inputs, self.settings.max_rows)
-        outputs = await slot.infer(model, arrays)
-        return format_response(outputs, model.outputs, columnar)
+        servable = loaded.servable
+        if _is_large(body):  # converting millions of values to arrays would stall every other client's requests
+            arrays, columnar = await asyncio.to_thread(parse_request, body, servable.inputs, self.settings.max_rows)
+        else:
+            arrays, columnar = parse_request(body, servable.inputs, self.settings.max_rows)
+        outputs = await loaded.queue.predict(arrays, len(next(iter(arrays.values()))))
+        return format_response(outputs, servable.outputs, columnar)
 
     async def close(self) -> None:
         """Free every model and stop every slot thread."""
         for slot in self.slots:
-            if slot.model is not None:
-                slot.model.close()
+            if slot.loaded is not None:
+                slot.loaded.queue.close()
             await asyncio.to_thread(slot.close)
         self._clients.clear()
         gc.collect()
 
     # ---- internals -----------------------------------------------------------------------------------------
 
-    async def _load_locked(self, slot: Slot, client: str, model_file: ModelFile, estimate: int) -> LoadResult:
+    async def _load_locked(self, slot: Slot, client: str, model_file: ModelFile, estimate: int,
+                           policy: BatchPolicy) -> LoadResult:
         started = time.perf_counter()
-        old = slot.model
+        old = slot.loaded
         previous = old.name if old else None
         limit = slot.spec.limit_bytes
-        if estimate > limit:
-            raise ModelTooLarge(
-                f"Model '{model_file.name}' needs about {estimate} bytes but the slot holds {limit} bytes.",
-                model=model_file.name, needed_bytes=estimate, limit_bytes=limit)
         in_use = await slot.work(slot.meter.in_use)
         slot.state = SlotState.LOADING
         freed = residue = 0
@@ -146,85 +161,53 @@ class Registry:
             if old is None:
                 strategy = "load"
                 await slot.work(slot.meter.reset_peak)
-                await self._load_into(slot, model_file, limit - in_use)
-            elif in_use + estimate <= limit:
-                strategy = "side_by_side"
-                retired_group = slot.group
-                new, group = await slot.work(self._load_new, slot, model_file, limit - in_use)
-                slot.model, slot.group, slot.model_file = new, group, model_file  # the atomic switch
-                del new
-                await slot.drain()  # predictions already queued on the old model finish first
-                freed, residue = await self._retire(slot, old, retired_group)
+                slot.loaded = await slot.load(model_file, limit - in_use, policy)
             else:
-                strategy = "replace"
-                freed, residue = await self._replace(slot, model_file)
+                strategy = "side_by_side" if in_use + estimate <= limit else "replace"
+                if strategy == "side_by_side":
+                    try:
+                        slot.loaded = await slot.load(model_file, limit - in_use, policy)  # the atomic switch
+                    except ModelTooLarge as exc:
+                        if exc.details.get("needed_bytes", 0) > limit:
+                            raise  # its real size does not fit even an empty slot
+                        strategy = "replace"  # bigger than its file said (or out of memory), may fit on its own
+                if strategy == "side_by_side":
+                    await slot.drain(old)  # predictions already queued on the old model finish on it
+                    freed, residue = await slot.retire(old)
+                else:
+                    freed, residue = await self._replace(slot, model_file, policy)
         finally:
             old = None
-            if slot.model is not None:
+            if slot.loaded is not None:
                 slot.state = SlotState.READY
                 slot.open.set()
-        load_ms = (time.perf_counter() - started) * 1000
         memory = await asyncio.to_thread(slot.memory)
-        _log("swap" if previous else "load", client, model_file.name, slot, load_ms, memory.in_use_bytes, freed, residue,
-             strategy)
+        _log("swap" if previous else "load", client, model_file.name, slot, started, memory, freed, residue, strategy)
+        load_ms = (time.perf_counter() - started) * 1000
         return LoadResult(_record(slot, client, memory), load_ms, previous, freed, residue, strategy)
 
-    async def _replace(self, slot: Slot, model_file: ModelFile) -> tuple[int, int]:
+    async def _replace(self, slot: Slot, model_file: ModelFile, policy: BatchPolicy) -> tuple[int, int]:
         """No room for both: hold new predictions, drain, free the old model, load the new one (or the old again)."""
-        previous_file = slot.model_file
+        old = slot.loaded
+        previous_file, previous_policy = old.file, old.queue.policy
         slot.open.clear()
         try:
-            await slot.drain()
-            freed, residue = await self._retire(slot)
+            await slot.drain(old)
+            slot.loaded = None
+            freed, residue = await slot.retire(old)
+            del old
             try:
-                await self._load_into(slot, model_file, slot.spec.limit_bytes)
+                slot.loaded = await slot.load(model_file, slot.spec.limit_bytes, policy)
                 return freed, residue
             except SlotServeError as exc:
                 err = exc
             try:
-                await self._load_into(slot, previous_file, slot.spec.limit_bytes)
+                slot.loaded = await slot.load(previous_file, slot.spec.limit_bytes, previous_policy)
             except SlotServeError as exc:
                 log.error("slot=%d could not restore model %s: %s", slot.index, previous_file.name, exc.message)
             raise err
         finally:
             slot.open.set()
-
-    async def _load_into(self, slot: Slot, model_file: ModelFile, budget: int) -> None:
-        slot.model, slot.group = await slot.work(self._load_new, slot, model_file, budget)
-        slot.model_file = model_file
-
-    @staticmethod
-    def _load_new(slot: Slot, model_file: ModelFile, budget: int) -> tuple[Servable, Any]:
-        """On the slot's lifecycle thread: load, then check the real figure against what the slot has left."""
-        servable = load_servable(model_file, slot.spec.device)
-        group = slot.ledger.track(servable.variables)
-        if group.nbytes <= budget:
-            return servable, group
-        servable.close()
-        servable = None
-        gc.collect()
-        raise ModelTooLarge(
-            f"Model '{model_file.name}' holds {group.nbytes} bytes but the slot has {budget} bytes free.",
-            model=model_file.name, needed_bytes=group.nbytes, limit_bytes=slot.spec.limit_bytes)
-
-    async def _retire(self, slot: Slot, model: Servable | None = None, group: Any = None) -> tuple[int, int]:
-        """Free ``model`` (default: the slot's current one); return (freed bytes, residue bytes)."""
-        if model is None:
-            model, group = slot.model, slot.group
-            slot.model = slot.group = slot.model_file = None
-        before = await slot.work(slot.meter.in_use)
-        model.close()
-        del model
-        after = await slot.work(_collect_and_measure, slot)
-        residue = group.live_bytes()
-        if slot.meter.uses_allocator and not slot.open.is_set():
-            # predictions are held, so the allocator holds exactly the baseline plus the current model, if any
-            expected = slot.baseline_bytes + (slot.group.nbytes if slot.group is not None else 0)
-            residue = max(residue, after - expected)
-        if residue:
-            log.warning("residue slot=%d bytes=%d after freeing a model", slot.index, residue)
-        slot.residue_bytes += residue
-        return max(before - after, 0), residue
 
     async def _claim(self, client: str) -> Slot:
         async with self._claim_lock:
@@ -258,10 +241,27 @@ class Registry:
     def _estimate(self, model_file: ModelFile) -> int:
         return int(weight_bytes(model_file) * (1 + self.settings.admission_margin))
 
+    def _admit(self, model_file: ModelFile, estimate: int) -> None:
+        """Refuse, before any slot is touched or claimed, a model that cannot fit a slot even on its own."""
+        limit = self.slots[0].spec.limit_bytes
+        if estimate > limit:
+            raise ModelTooLarge(
+                f"Model '{model_file.name}' needs about {estimate} bytes but a slot holds {limit} bytes.",
+                model=model_file.name, needed_bytes=estimate, limit_bytes=limit)
 
-def _collect_and_measure(slot: Slot) -> int:
-    gc.collect()
-    return slot.meter.in_use()
+
+def _is_large(body: Any, rows: int = 256) -> bool:
+    """Cheap look at a request's first value: many rows or wide rows go to a worker thread for conversion."""
+    if not isinstance(body, dict):
+        return False
+    value = body.get("instances", body.get("inputs"))
+    if isinstance(value, dict):
+        value = next(iter(value.values()), None)
+    if not isinstance(value, list) or not value:
+        return False
+    first = value[0]
+    width = len(first) if isinstance(first, list | dict) else 1
+    return len(value) * max(width, 1) > rows * 64
 
 
 def _check_client(client: str) -> None:
@@ -269,12 +269,15 @@ def _check_client(client: str) -> None:
         raise InvalidRequest(f"'{client}' is not a valid client name: use letters, digits, '.', '_' and '-' only.")
 
 
-def _record(slot: Slot, client: str, memory: Any) -> ClientRecord:
-    model = slot.model.name if slot.model else None
-    return ClientRecord(client, model, slot.index, slot.spec.device, slot.state.value, memory)
+def _record(slot: Slot, client: str, memory: Memory) -> ClientRecord:
+    loaded = slot.loaded
+    policy = loaded.queue.policy if loaded else None
+    return ClientRecord(client, loaded.name if loaded else None, slot.index, slot.spec.device, slot.state.value,
+                        memory, policy)
 
 
-def _log(op: str, client: str, model: str, slot: Slot, ms: float, in_use: int, freed: int, residue: int,
+def _log(op: str, client: str, model: str, slot: Slot, started: float, memory: Memory, freed: int, residue: int,
          strategy: str = "none") -> None:
     log.info("%s client=%s model=%s slot=%d strategy=%s ms=%.1f in_use_bytes=%d freed_bytes=%d residue_bytes=%d",
-             op, client, model, slot.index, strategy, ms, in_use, freed, residue)
+             op, client, model, slot.index, strategy, (time.perf_counter() - started) * 1000, memory.in_use_bytes,
+             freed, residue)

@@ -1,7 +1,10 @@
-"""One slot: a logical device, the client holding it, its model, its lock and its threads."""
+"""One slot: a logical device, the client holding it, its model, its lock, its threads, and freeing in place."""
 
 import asyncio
 import enum
+import logging
+import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -9,11 +12,14 @@ from typing import Any, TypeVar
 
 import tensorflow as tf
 
-from app.partitions import SlotMeter, SlotSpec, TensorLedger, TrackedGroup
-from app.registry.servable import Servable
+from app.errors import ModelTooLarge
+from app.partitions import SlotMeter, SlotSpec, TensorLedger, TrackedGroup, collect_garbage
+from app.registry.batching import BatchPolicy, BatchQueue
+from app.registry.servable import Servable, load_servable
 from app.registry.store import ModelFile
 
 T = TypeVar("T")
+log = logging.getLogger("slotserve.registry")
 
 
 class SlotState(str, enum.Enum):
@@ -32,6 +38,20 @@ class Memory:
     peak_bytes: int
 
 
+@dataclass(eq=False)
+class Loaded:
+    """A model in a slot with everything that belongs to it: its weights' weak references and its batch queue."""
+
+    servable: Servable
+    group: TrackedGroup
+    file: ModelFile
+    queue: BatchQueue
+
+    @property
+    def name(self) -> str:
+        return self.servable.name
+
+
 class Slot:
     """A slot and everything that belongs to it alone.
 
@@ -46,21 +66,23 @@ class Slot:
         self.meter = SlotMeter(spec, self.ledger)
         self.state = SlotState.EMPTY
         self.client: str | None = None
-        self.model: Servable | None = None
-        self.group: TrackedGroup | None = None  # weak references to the current model's variables
-        self.model_file: ModelFile | None = None
-        self.baseline_bytes = self.meter.in_use()  # the empty slot's figure; unloads must return to it
+        self.loaded: Loaded | None = None
         self.residue_bytes = 0  # cumulative, every unload and swap
+        self.baseline_bytes = self.meter.in_use()  # the empty slot's figure; unloads must return to it
         self.lock = asyncio.Lock()
-        # Set while predictions may proceed; cleared while a replace-swap or unload has the slot to itself.
+        # Set while predictions may proceed; cleared while a first load, a replace-swap or an unload holds the slot.
         self.open = asyncio.Event()
         self.open.set()
         self._infer = ThreadPoolExecutor(1, thread_name_prefix=f"slot{spec.index}-infer")
-        self._work = ThreadPoolExecutor(1, thread_name_prefix=f"slot{spec.index}-work")
+        self._work = ThreadPoolExecutor(1, thread_name_prefix=f"slot{spec.index}-work", initializer=_lower_priority)
 
     @property
     def index(self) -> int:
         return self.spec.index
+
+    @property
+    def model(self) -> Servable | None:
+        return self.loaded.servable if self.loaded is not None else None
 
     async def infer(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn`` on this slot's inference thread."""
@@ -70,22 +92,77 @@ class Slot:
         """Run ``fn`` (a load, a release, a memory reading) on this slot's lifecycle thread."""
         return await asyncio.get_running_loop().run_in_executor(self._work, self._on_device, fn, args)
 
-    async def drain(self) -> None:
-        """Return once every prediction submitted before this call has finished."""
+    async def load(self, model_file: ModelFile, budget: int, policy: BatchPolicy) -> Loaded:
+        """Load ``model_file`` beside whatever the slot holds; ``ModelTooLarge`` if it takes more than ``budget``."""
+        servable, group = await self.work(self._load_checked, model_file, budget)
+        return Loaded(servable, group, model_file, BatchQueue(lambda arrays: self.infer(servable, arrays), policy))
+
+    async def drain(self, loaded: Loaded) -> None:
+        """Return once every prediction already queued on ``loaded`` has finished."""
+        await loaded.queue.drain()
         await self.infer(_nothing)
+
+    async def retire(self, loaded: Loaded) -> tuple[int, int]:
+        """Free a model no prediction can reach any more; return (bytes freed, bytes of residue)."""
+        before = await self.work(self.meter.in_use)
+        group = loaded.group
+        loaded.queue.close()
+        loaded.servable.close()
+        del loaded
+        after = await self.work(_collect_and_measure, self.meter, group)
+        residue = group.live_bytes()
+        if self.meter.uses_allocator and not self.open.is_set():
+            # predictions are held, so the allocator holds exactly the baseline plus the current model, if any
+            current = self.loaded.group.nbytes if self.loaded is not None else 0
+            residue = max(residue, after - self.baseline_bytes - current)
+        if residue:
+            log.warning("residue slot=%d bytes=%d after freeing a model", self.index, residue)
+        self.residue_bytes += residue
+        return max(before - after, 0), residue
 
     def memory(self) -> Memory:
         """Current figures; on a GPU this reads the slot's allocator, so call it off the event loop."""
         return Memory(self.spec.limit_bytes, self.meter.in_use(), self.meter.peak())
 
     def close(self) -> None:
-        self.model = None
+        """Stop the threads and drop the model (the caller closed its queue on the event loop)."""
+        if self.loaded is not None:
+            self.loaded.servable.close()
+            self.loaded = None
         self._infer.shutdown(wait=True, cancel_futures=True)
         self._work.shutdown(wait=True, cancel_futures=True)
+
+    def _load_checked(self, model_file: ModelFile, budget: int) -> tuple[Servable, TrackedGroup]:
+        """On the lifecycle thread: load, then check the real figure against what the slot has left."""
+        # the file may be a little larger than the weights it holds; a file far larger is not a real model
+        servable = load_servable(model_file, self.spec.device, max_file_bytes=2 * budget + (1 << 20))
+        group = self.ledger.track(servable.variables)
+        if group.nbytes <= budget:
+            return servable, group
+        servable.close()
+        servable = None
+        collect_garbage(group)
+        self.residue_bytes += group.live_bytes()  # a refused load must leave nothing behind either
+        raise ModelTooLarge(
+            f"Model '{model_file.name}' holds {group.nbytes} bytes but the slot has {budget} bytes free.",
+            model=model_file.name, needed_bytes=group.nbytes, limit_bytes=self.spec.limit_bytes)
 
     def _on_device(self, fn: Callable[..., T], args: tuple) -> T:
         with tf.device(self.spec.device):
             return fn(*args)
+
+
+def _collect_and_measure(meter: SlotMeter, group: TrackedGroup) -> int:
+    collect_garbage(group)
+    return meter.in_use()
+
+
+def _lower_priority() -> None:
+    """Loads yield the CPU to predictions: on a busy host a load takes longer, other slots' requests do not."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 5)
+    except (AttributeError, OSError):  # not Linux, or not allowed: loads simply run at normal priority
+        pass
 
 
 def _nothing() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import h5py
 
 from app.errors import InvalidRequest, ModelInvalid, ModelNotFound
-from app.registry.names import is_valid_name
+from app.names import is_valid_name
 
 FORMATS = {".keras": "keras"}
 _WEIGHTS_MEMBER = "model.weights.h5"
@@ -75,8 +75,8 @@ def _weight_bytes(name: str, path: Path, size: int, mtime_ns: int) -> int:
                 with h5py.File(source, "r") as h5:
                     # optimizer state is saved beside the weights but never loaded (the server loads compile=False)
                     return sum(_dataset_bytes(h5[key]) for key in h5 if key != "optimizer")
-    except (zipfile.BadZipFile, OSError, KeyError, ValueError) as exc:
-        reason = str(exc)
+    except Exception as exc:  # noqa: BLE001 - zipfile and h5py raise many kinds (zlib.error, EOFError, ...)
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
     raise ModelInvalid(f"Model '{name}' cannot be read as a Keras archive: {reason}.", model=name)
 
 

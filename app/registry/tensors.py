@@ -96,12 +96,16 @@ def cast(array: np.ndarray, info: TensorInfo) -> np.ndarray:
     if kind not in "biuf":
         raise InvalidInput(f"Input '{info.name}' holds {array.dtype.name} values; expected numbers for {info.describe()}.")
     if target.kind == "f" or (target.kind in "iu" and kind in "biu") or (target.kind == "b" and kind == "b"):
-        converted = array.astype(target)
+        with np.errstate(over="ignore", invalid="ignore"):
+            converted = array.astype(target)
+        if target.kind == "f" and not np.isfinite(converted).all():
+            raise InvalidInput(f"Input '{info.name}' has values that are not finite in {info.describe()}.")
         if kind in "iu" and target.kind in "iu" and not np.array_equal(converted, array):
             raise InvalidInput(f"Input '{info.name}' has values out of range for {info.describe()}.")
         return converted
     if target.kind in "iu" and kind == "f":
-        converted = array.astype(target)
+        with np.errstate(over="ignore", invalid="ignore"):
+            converted = array.astype(target)
         if np.array_equal(converted, array):
             return converted
     raise InvalidInput(f"Input '{info.name}' holds {array.dtype.name} values that {info.describe()} cannot hold exactly.")

@@ -216,9 +216,11 @@ async def _outputs_of(server: Server, model: str, body: dict) -> list:
 async def test_predictions_during_a_first_load_wait_for_it(server: Server, refs: dict[str, Reference]) -> None:
     load = asyncio.ensure_future(put(server, "fresh", "tiny"))
     for _ in range(100_000):  # yield until the first load has claimed a slot
+        await asyncio.sleep(0)
         if (await server.http.get("/v1/clients/fresh")).status_code == 200:
             break
     early = await server.http.post("/v1/clients/fresh/predict", json=rows_body(refs["tiny"]))
-    assert (await load).status_code == 200
+    loaded_reply = await load
+    assert loaded_reply.status_code == 200, loaded_reply.text
     assert early.status_code == 200, early.text
     assert_rows_match(early.json(), refs["tiny"])
