@@ -45,6 +45,13 @@ class ClientNotFound(SlotServeError):
     status = HTTPStatus.NOT_FOUND
 
 
+class ModelNotLoaded(SlotServeError):
+    """A protocol route named a model the calling client has not loaded."""
+
+    code = "model_not_loaded"
+    status = HTTPStatus.NOT_FOUND
+
+
 class NotFound(SlotServeError):
     code = "not_found"
     status = HTTPStatus.NOT_FOUND

@@ -7,15 +7,17 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from app.errors import ClientNotFound, InvalidRequest, ModelTooLarge, NoFreeSlot, SlotBusy, SlotServeError
+from app.errors import (
+    ClientNotFound, InvalidRequest, ModelNotLoaded, ModelTooLarge, NoFreeSlot, SlotBusy, SlotServeError,
+)
 from app.partitions import SlotSpec, plan_partitions
-from app.registry.batching import BatchPolicy
+from app.registry.batching import Arrays, BatchPolicy
 from app.names import is_valid_name
 from app.registry.records import ClientRecord, LoadResult, SlotRecord, UnloadResult
-from app.registry.slot import Memory, Slot, SlotState
+from app.registry.slot import Memory, ModelView, Slot, SlotState
 from app.registry.store import ModelFile, ModelStore, weight_bytes
 from app.registry.tensors import format_response, parse_request
 from app.settings import Settings
@@ -119,7 +121,24 @@ class Registry:
         return UnloadResult(client, name, slot.index, freed, residue, memory)
 
     async def predict(self, client: str, body: Any) -> dict[str, Any]:
-        """Validate ``body`` against the client's model, run it (batched) on the slot's thread, shape the reply."""
+        """The native route: ``{"instances"|"inputs": ...}`` in, ``{"predictions"|"outputs": ...}`` out."""
+        decoded: dict[str, bool] = {}
+
+        def decode(view: ModelView) -> Arrays:
+            arrays, decoded["columnar"] = parse_request(body, view.inputs, self.settings.max_rows)
+            return arrays
+
+        view, outputs = await self.run(client, decode, offload=_is_large(body))
+        return format_response(outputs, view.outputs, decoded["columnar"])
+
+    async def run(self, client: str, decode: Callable[[ModelView], Arrays], model: str | None = None,
+                  offload: bool = False) -> tuple[ModelView, Arrays]:
+        """Run the client's model on the arrays ``decode`` builds from the request, once it knows the model.
+
+        Every protocol goes through here: it waits out a swap (bounded by ``busy_timeout_s``), checks that the
+        client's model is ``model`` when one is named, validates before batching, and returns outputs by name.
+        ``offload`` runs ``decode`` in a worker thread (large requests must not stall other clients).
+        """
         slot = self._slot_of(client)
         if not slot.open.is_set():
             try:
@@ -129,13 +148,31 @@ class Registry:
         loaded = slot.loaded  # read after the last await: the drain then covers this prediction
         if slot.client != client or loaded is None:
             raise ClientNotFound(f"Client '{client}' has no model loaded.", client=client)
-        servable = loaded.servable
-        if _is_large(body):  # converting millions of values to arrays would stall every other client's requests
-            arrays, columnar = await asyncio.to_thread(parse_request, body, servable.inputs, self.settings.max_rows)
-        else:
-            arrays, columnar = parse_request(body, servable.inputs, self.settings.max_rows)
+        if model is not None and loaded.name != model:
+            raise ModelNotLoaded(f"Client '{client}' has not loaded model '{model}' (it has '{loaded.name}').",
+                                 client=client, model=model)
+        view = loaded.view
+        arrays = await asyncio.to_thread(decode, view) if offload else decode(view)
         outputs = await loaded.queue.predict(arrays, len(next(iter(arrays.values()))))
-        return format_response(outputs, servable.outputs, columnar)
+        return view, outputs
+
+    def view(self, client: str, model: str | None = None) -> ModelView:
+        """What a protocol may say about the client's loaded model (``ModelNotLoaded`` if it is not ``model``)."""
+        slot = self._slot_of(client)
+        loaded = slot.loaded
+        if loaded is None or slot.state is not SlotState.READY:
+            raise ClientNotFound(f"Client '{client}' has no model ready.", client=client)
+        if model is not None and loaded.name != model:
+            raise ModelNotLoaded(f"Client '{client}' has not loaded model '{model}' (it has '{loaded.name}').",
+                                 client=client, model=model)
+        return loaded.view
+
+    def loaded_model(self, client: str) -> str | None:
+        """The name of the model the client has ready, or None."""
+        slot = self._clients.get(client)
+        if slot is None or slot.loaded is None or slot.state is not SlotState.READY:
+            return None
+        return slot.loaded.name
 
     async def close(self) -> None:
         """Free every model and stop every slot thread."""

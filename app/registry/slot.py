@@ -17,6 +17,7 @@ from app.partitions import SlotMeter, SlotSpec, TensorLedger, TrackedGroup, coll
 from app.registry.batching import BatchPolicy, BatchQueue
 from app.registry.servable import Servable, load_servable
 from app.registry.store import ModelFile
+from app.registry.tensors import TensorInfo
 
 T = TypeVar("T")
 log = logging.getLogger("slotserve.registry")
@@ -38,6 +39,16 @@ class Memory:
     peak_bytes: int
 
 
+@dataclass(frozen=True)
+class ModelView:
+    """What the protocols may know about a loaded model: its name, store format and tensors."""
+
+    name: str
+    format: str
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+
+
 @dataclass(eq=False)
 class Loaded:
     """A model in a slot with everything that belongs to it: its weights' weak references and its batch queue."""
@@ -50,6 +61,10 @@ class Loaded:
     @property
     def name(self) -> str:
         return self.servable.name
+
+    @property
+    def view(self) -> ModelView:
+        return ModelView(self.name, self.file.format, self.servable.inputs, self.servable.outputs)
 
 
 class Slot:

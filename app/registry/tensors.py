@@ -78,6 +78,13 @@ def to_array(value: Any, info: TensorInfo, max_rows: int) -> np.ndarray:
         array = np.asarray(value)
     except (ValueError, TypeError):
         raise InvalidInput(f"Input '{info.name}' is ragged or not numeric; expected {info.describe()}.") from None
+    return check_array(array, info, max_rows)
+
+
+def check_array(array: np.ndarray, info: TensorInfo, max_rows: int) -> np.ndarray:
+    """``array`` checked against ``info`` (batch size, shape, lossless dtype); what every protocol decodes into."""
+    if array.ndim and len(array) > max_rows:
+        raise PayloadTooLarge(f"A request may carry at most {max_rows} rows; got {len(array)}.", max_rows=max_rows)
     if array.ndim == 0 or len(array) == 0:
         raise InvalidInput(f"Input '{info.name}' must be a non-empty batch; expected {info.describe()}.")
     if array.ndim != len(info.shape) or any(d is not None and d != a for d, a in zip(info.shape, array.shape)):
