@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from app import __version__
 from app.api.errors import install_error_handlers
 from app.api.responses import FastJSONResponse
-from app.api.routes import health, native
+from app.api.routes import health, native, tfserving, v2
 from app.registry import Registry
 from app.settings import Settings
 
@@ -41,4 +41,6 @@ def create_app(settings: Settings, registry: Registry | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(native.router)
+    app.include_router(v2.router)
+    app.include_router(tfserving.router)
     return app

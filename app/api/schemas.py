@@ -27,7 +27,7 @@ class Status(BaseModel):
 
 class ModelInfo(BaseModel):
     name: str
-    format: str = Field(description="Store format, e.g. keras.")
+    format: str = Field(description="Store format: keras, h5 or savedmodel.")
     size_bytes: int = Field(description="Size of the file on disk.")
 
 
@@ -65,6 +65,7 @@ class LoadRequest(BaseModel):
                                        description="Override the server's max_batch_size for this model.")
     max_delay_us: int | None = Field(None, ge=0, le=1_000_000,
                                      description="Override the server's max_delay_us for this model.")
+    version: int | None = Field(None, ge=0, description="A version of a versioned SavedModel (default: the highest).")
 
 
 class LoadResponse(ClientRecord):

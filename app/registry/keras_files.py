@@ -1,4 +1,4 @@
-"""Loading ``.keras`` archives without stalling the rest of the process.
+"""Loading Keras files: ``.keras`` archives without stalling the rest of the process, and legacy ``.h5`` files.
 
 ``keras.saving.load_model`` reads the weights file into a ``BytesIO`` and lets h5py read it through Python file
 callbacks: for a 20M-parameter model that holds the GIL for 100-200 ms at a stretch, and every other slot's requests
@@ -38,6 +38,15 @@ def load_keras_archive(path: Path, max_weights_bytes: int) -> Any:
             _extract(archive, weights, max_weights_bytes)
             model.load_weights(weights)
     return model
+
+
+def load_h5(path: Path) -> Any:
+    """The model in a legacy HDF5 file (``model.save("x.h5")``), with ``safe_mode=True`` and without compile state.
+
+    h5py reads the file natively from its path, so no extraction is needed; the optimizer's weights stored beside
+    the model's are never read with ``compile=False``.
+    """
+    return keras.saving.load_model(path, compile=False, safe_mode=True)
 
 
 def _extract(archive: zipfile.ZipFile, target: Path, max_bytes: int) -> None:

@@ -19,6 +19,7 @@ from app.names import is_valid_name
 from app.registry.records import ClientRecord, LoadResult, SlotRecord, UnloadResult
 from app.registry.slot import Memory, ModelView, Slot, SlotState
 from app.registry.store import ModelFile, ModelStore, weight_bytes
+from app.registry.swaps import swap_in
 from app.registry.tensors import format_response, parse_request
 from app.settings import Settings
 
@@ -70,18 +71,19 @@ class Registry:
     # ---- lifecycle -----------------------------------------------------------------------------------------
 
     async def load(self, client: str, model_name: str, max_batch_size: int | None = None,
-                   max_delay_us: int | None = None) -> LoadResult:
+                   max_delay_us: int | None = None, version: int | None = None) -> LoadResult:
         """Load ``model_name`` into ``client``'s slot (claiming a free slot on its first load), swapping in place.
 
-        ``max_batch_size`` and ``max_delay_us`` override the server's batching settings for this model. On failure
-        the error's ``serving`` detail names the model the client still has (``None`` when it has none).
+        ``max_batch_size`` and ``max_delay_us`` override the server's batching settings for this model; ``version``
+        picks a version of a versioned SavedModel (default: the highest). On failure the error's ``serving``
+        detail names the model the client still has (``None`` when it has none).
         """
         _check_client(client)
         default = self.default_policy
         policy = BatchPolicy(max_batch_size or default.max_batch_size,
                              default.max_delay_us if max_delay_us is None else max_delay_us)
         try:
-            model_file = self.store.resolve(model_name)
+            model_file = self.store.resolve(model_name, version)
             estimate = await asyncio.to_thread(self._estimate, model_file)
             self._admit(model_file, estimate)
             while True:
@@ -99,24 +101,30 @@ class Registry:
         err.details["serving"] = held.model.name if held is not None and held.model is not None else None
         raise err
 
-    async def unload(self, client: str) -> UnloadResult:
-        """Drain the client's predictions, free its model and give its slot back."""
+    async def unload(self, client: str, model: str | None = None) -> UnloadResult:
+        """Drain the client's predictions, free its model and give its slot back.
+
+        With ``model``, only if that is the client's model (``ModelNotLoaded`` otherwise), checked under the lock.
+        """
         slot = self._slot_of(client)
         started = time.perf_counter()
         async with slot.lock:
             loaded = slot.loaded
             if slot.client != client or loaded is None:
                 raise ClientNotFound(f"Client '{client}' has no model loaded.", client=client)
+            if model is not None and loaded.name != model:
+                raise ModelNotLoaded(f"Client '{client}' has not loaded model '{model}' (it has '{loaded.name}').",
+                                     client=client, model=model)
             slot.state = SlotState.UNLOADING
             slot.open.clear()
             try:
                 await slot.drain(loaded)
                 name, slot.loaded = loaded.name, None
                 freed, residue = await slot.retire(loaded)
+                memory = await asyncio.to_thread(slot.memory)  # before another client can claim the slot
             finally:
                 del loaded
                 await self._release(slot, client)
-        memory = await asyncio.to_thread(slot.memory)
         _log("unload", client, name, slot, started, memory, freed, residue)
         return UnloadResult(client, name, slot.index, freed, residue, memory)
 
@@ -132,12 +140,14 @@ class Registry:
         return format_response(outputs, view.outputs, decoded["columnar"])
 
     async def run(self, client: str, decode: Callable[[ModelView], Arrays], model: str | None = None,
-                  offload: bool = False) -> tuple[ModelView, Arrays]:
+                  offload: bool = False, signature: str | None = None) -> tuple[ModelView, Arrays]:
         """Run the client's model on the arrays ``decode`` builds from the request, once it knows the model.
 
         Every protocol goes through here: it waits out a swap (bounded by ``busy_timeout_s``), checks that the
         client's model is ``model`` when one is named, validates before batching, and returns outputs by name.
         ``offload`` runs ``decode`` in a worker thread (large requests must not stall other clients).
+        ``signature`` names another signature of a SavedModel (``InvalidInput`` if it has none by that name); the
+        view ``decode`` gets and the one returned describe that signature's tensors.
         """
         slot = self._slot_of(client)
         if not slot.open.is_set():
@@ -151,8 +161,13 @@ class Registry:
         if model is not None and loaded.name != model:
             raise ModelNotLoaded(f"Client '{client}' has not loaded model '{model}' (it has '{loaded.name}').",
                                  client=client, model=model)
-        view = loaded.view
+        view = loaded.view.signature(signature)
         arrays = await asyncio.to_thread(decode, view) if offload else decode(view)
+        if signature is not None and signature != view.default_signature:
+            # another signature: the batch queue stacks calls of the default one only, so this runs on its own,
+            # still on the slot's inference thread (behind the queue's batches, so drains cover it too)
+            outputs = await slot.infer(loaded.servable, arrays, signature)
+            return view, outputs
         outputs = await loaded.queue.predict(arrays, len(next(iter(arrays.values()))))
         return view, outputs
 
@@ -188,63 +203,12 @@ class Registry:
     async def _load_locked(self, slot: Slot, client: str, model_file: ModelFile, estimate: int,
                            policy: BatchPolicy) -> LoadResult:
         started = time.perf_counter()
-        old = slot.loaded
-        previous = old.name if old else None
-        limit = slot.spec.limit_bytes
-        in_use = await slot.work(slot.meter.in_use)
-        slot.state = SlotState.LOADING
-        freed = residue = 0
-        try:
-            if old is None:
-                strategy = "load"
-                await slot.work(slot.meter.reset_peak)
-                slot.loaded = await slot.load(model_file, limit - in_use, policy)
-            else:
-                strategy = "side_by_side" if in_use + estimate <= limit else "replace"
-                if strategy == "side_by_side":
-                    try:
-                        slot.loaded = await slot.load(model_file, limit - in_use, policy)  # the atomic switch
-                    except ModelTooLarge as exc:
-                        if exc.details.get("needed_bytes", 0) > limit:
-                            raise  # its real size does not fit even an empty slot
-                        strategy = "replace"  # bigger than its file said (or out of memory), may fit on its own
-                if strategy == "side_by_side":
-                    await slot.drain(old)  # predictions already queued on the old model finish on it
-                    freed, residue = await slot.retire(old)
-                else:
-                    freed, residue = await self._replace(slot, model_file, policy)
-        finally:
-            old = None
-            if slot.loaded is not None:
-                slot.state = SlotState.READY
-                slot.open.set()
+        previous = slot.loaded.name if slot.loaded else None
+        strategy, freed, residue = await swap_in(slot, model_file, estimate, policy)
         memory = await asyncio.to_thread(slot.memory)
         _log("swap" if previous else "load", client, model_file.name, slot, started, memory, freed, residue, strategy)
         load_ms = (time.perf_counter() - started) * 1000
         return LoadResult(_record(slot, client, memory), load_ms, previous, freed, residue, strategy)
-
-    async def _replace(self, slot: Slot, model_file: ModelFile, policy: BatchPolicy) -> tuple[int, int]:
-        """No room for both: hold new predictions, drain, free the old model, load the new one (or the old again)."""
-        old = slot.loaded
-        previous_file, previous_policy = old.file, old.queue.policy
-        slot.open.clear()
-        try:
-            await slot.drain(old)
-            slot.loaded = None
-            freed, residue = await slot.retire(old)
-            del old
-            try:
-                slot.loaded = await slot.load(model_file, slot.spec.limit_bytes, policy)
-                return freed, residue
-            except SlotServeError as exc:
-                err = exc
-            try:
-                slot.loaded = await slot.load(previous_file, slot.spec.limit_bytes, previous_policy)
-            except SlotServeError as exc:
-                log.error("slot=%d could not restore model %s: %s", slot.index, previous_file.name, exc.message)
-            raise err
-        finally:
-            slot.open.set()
 
     async def _claim(self, client: str) -> Slot:
         async with self._claim_lock:

@@ -1,6 +1,8 @@
-"""A model loaded into a slot and served through one traced ``tf.function`` (never ``model.predict``).
+"""A model loaded into a slot and served through traced functions (never ``model.predict``), whatever its format.
 
-Everything here runs on the slot's own thread, inside ``tf.device(slot device)``.
+``.keras`` and ``.h5`` files are Keras models, served through one ``tf.function`` traced here; SavedModel
+directories are served through their own signatures. Everything here runs on the slot's own thread, inside
+``tf.device(slot device)``.
 """
 
 from typing import Any
@@ -8,54 +10,50 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from app.errors import InvalidInput, ModelInvalid, ModelTooLarge, SlotOutOfMemory, SlotServeError
+from app.errors import InvalidInput, ModelInvalid, ModelTooLarge, SlotBusy, SlotOutOfMemory, SlotServeError
 from app.partitions import collect_garbage
-from app.registry.keras_files import load_keras_archive
+from app.registry.keras_files import load_h5, load_keras_archive
+from app.registry.savedmodel import load_saved_model
+from app.registry.signatures import DEFAULT_SIGNATURE, Signature, check_servable, named, tensor_info
 from app.registry.store import ModelFile
 from app.registry.tensors import TensorInfo
 
 
 class Servable:
-    """One loaded model: its input/output descriptions, its variables and its inference function."""
+    """One loaded model: its signatures (the default one serves ``inputs`` -> ``outputs``) and its variables."""
 
-    def __init__(self, name: str, model: Any, device: str) -> None:
+    def __init__(self, name: str, device: str, holder: Any, signatures: dict[str, Signature], default: str,
+                 variables: list) -> None:
         self.name = name
         self.device = device
-        self._model = model
-        self.inputs = [_info(t.name, t.dtype, t.shape) for t in model.inputs]
-        self.output_names = list(model.output_names)
-        specs = [tf.TensorSpec((None, *i.shape[1:]), i.dtype, name=i.name) for i in self.inputs]
-        names = [i.name for i in self.inputs]
-        structure = model.input  # the model's own nesting of its inputs: one tensor, a list or a dict
-
-        def serve(*args: tf.Tensor) -> Any:
-            by_name = dict(zip(names, args))
-            return model(tf.nest.map_structure(lambda t: by_name[t.name], structure), training=False)
-
-        # The signature fixes one concrete function; calling it directly skips tf.function's dispatch (~40% of a
-        # small model's call time).
-        with tf.device(device):
-            concrete = tf.function(serve, input_signature=specs, autograph=False).get_concrete_function()
-        self._fn = concrete
-        structured = _named(concrete.structured_outputs, self.output_names)
-        self.output_names = list(structured)
-        self.outputs = [_info(name, t.dtype, t.shape) for name, t in structured.items()]
+        self._holder = holder  # the Keras model or the loaded SavedModel: what owns the variables
+        self._signatures: dict[str, Signature] | None = signatures
+        self._variables = variables
+        self.default_signature = default
+        check_servable(signatures[default])
+        self.inputs: list[TensorInfo] = signatures[default].inputs
+        self.outputs: list[TensorInfo] = signatures[default].outputs
+        self.output_names = [o.name for o in self.outputs]
+        # descriptions only (no functions), so a view of the model never keeps it alive
+        self.signature_tensors = {n: (s.inputs, s.outputs) for n, s in signatures.items()}
 
     @property
     def variables(self) -> list:
-        """The model's TensorFlow variables (the bytes it holds in its slot)."""
-        return [v.value if hasattr(v, "value") else v for v in self._model.variables]
+        """Every TensorFlow variable the model holds (the bytes it keeps in its slot)."""
+        return list(self._variables)
 
-    def run(self, arrays: dict[str, np.ndarray]) -> dict[str, tf.Tensor]:
-        """Run the traced function; outputs by name as tensors. Call it on the slot's thread, inside
-        ``tf.device(slot device)`` (``Slot.infer`` does): inputs are placed there, the traced ops already are."""
-        result = self._fn(*(tf.convert_to_tensor(arrays[i.name]) for i in self.inputs))
-        return _named(result, self.output_names)
+    def run(self, arrays: dict[str, np.ndarray], signature: str | None = None) -> dict[str, tf.Tensor]:
+        """Run a signature (the default one unless named); outputs by name as tensors. Call it on the slot's thread,
+        inside ``tf.device(slot device)`` (``Slot.infer`` does): inputs are placed there, the traced ops already are."""
+        signatures = self._signatures
+        if signatures is None:  # freed by an unload between a request's checks and its turn on the slot's thread
+            raise SlotBusy("The model was unloaded before this prediction ran; try again.")
+        return signatures[signature or self.default_signature](arrays)
 
-    def __call__(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def __call__(self, arrays: dict[str, np.ndarray], signature: str | None = None) -> dict[str, np.ndarray]:
         """Run the model on validated arrays; outputs by name as numpy arrays."""
         try:
-            return {name: tensor.numpy() for name, tensor in self.run(arrays).items()}
+            return {name: tensor.numpy() for name, tensor in self.run(arrays, signature).items()}
         except tf.errors.ResourceExhaustedError as exc:
             err: SlotServeError = SlotOutOfMemory(
                 f"The prediction ran out of this slot's memory: {_first_line(exc.message)}.")
@@ -72,13 +70,14 @@ class Servable:
             raise ValueError(f"its outputs {flat} do not keep the batch dimension (one row of output per input row)")
 
     def close(self) -> None:
-        """Drop the model and its function; the caller drops this object and collects garbage."""
-        self._fn = None
-        self._model = None
+        """Drop the model, its functions and its variables; the caller drops this object and collects garbage."""
+        self._signatures = None
+        self._variables = []
+        self._holder = None
 
 
 def load_servable(model_file: ModelFile, device: str, max_file_bytes: int) -> Servable:
-    """Load a store file onto ``device``, trace it and warm it up; refuse weights files over ``max_file_bytes``.
+    """Load a store entry onto ``device``, trace it and warm it up; refuse weights files over ``max_file_bytes``.
 
     Errors are built outside their ``except`` blocks on purpose: an exception's traceback holds the frames that hold
     the half-loaded model, and a raised error would keep it alive through ``__context__`` (memory residue).
@@ -86,8 +85,7 @@ def load_servable(model_file: ModelFile, device: str, max_file_bytes: int) -> Se
     err: SlotServeError | None = None
     try:
         with tf.device(device):
-            model = load_keras_archive(model_file.path, max_file_bytes)
-            servable = _servable(model_file.name, model, device)
+            servable = _open(model_file, device, max_file_bytes)
             servable.warm_up()
         return servable
     except tf.errors.ResourceExhaustedError:
@@ -96,29 +94,51 @@ def load_servable(model_file: ModelFile, device: str, max_file_bytes: int) -> Se
         err = ModelTooLarge(f"Model '{model_file.name}' does not fit this slot's memory.", model=model_file.name)
     except SlotServeError as exc:
         err = ModelInvalid(f"Model '{model_file.name}' failed its first prediction: {exc.message}", model=model_file.name)
-    except Exception as exc:  # noqa: BLE001 - any failure inside Keras means the file is not loadable
+    except Exception as exc:  # noqa: BLE001 - any failure inside Keras or TensorFlow means it is not loadable
         err = ModelInvalid(_refusal(model_file.name, exc), model=model_file.name)
-    model = servable = None  # noqa: F841 - drop the half-loaded model before collecting
+    servable = None
     collect_garbage()
     raise err
 
 
-def _servable(name: str, model: Any, device: str) -> Servable:
+def _open(model_file: ModelFile, device: str, max_file_bytes: int) -> Servable:
+    if model_file.format == "savedmodel":
+        loaded, signatures, default, variables = load_saved_model(model_file.path)
+        return Servable(model_file.name, device, loaded, signatures, default, variables)
+    if model_file.format == "h5":
+        model = load_h5(model_file.path)
+    else:
+        model = load_keras_archive(model_file.path, max_file_bytes)
+    signature = _keras_signature(model, device)
+    variables = [v.value if hasattr(v, "value") else v for v in model.variables]
+    return Servable(model_file.name, device, model, {DEFAULT_SIGNATURE: signature}, DEFAULT_SIGNATURE, variables)
+
+
+def _keras_signature(model: Any, device: str) -> Signature:
+    """Trace the Keras model once with a ``None`` batch dimension, as its ``serving_default`` signature."""
     if not getattr(model, "inputs", None):
         raise ValueError("it has no defined inputs (build it with keras.Input or a Sequential input shape)")
-    return Servable(name, model, device)
+    inputs = [tensor_info(t.name, t.dtype, t.shape) for t in model.inputs]
+    # a Sequential model (as an .h5 file gives back) has no output_names: its one output is its last layer's
+    output_names = list(getattr(model, "output_names", None) or [model.layers[-1].name])
+    specs = [tf.TensorSpec((None, *i.shape[1:]), i.dtype, name=i.name) for i in inputs]
+    names = [i.name for i in inputs]
+    try:
+        structure = model.input  # the model's own nesting of its inputs: one tensor, a list or a dict
+    except AttributeError:  # a Sequential model that was never called (as .h5 files give back) has one input
+        structure = model.inputs[0]
 
+    def serve(*args: tf.Tensor) -> Any:
+        by_name = dict(zip(names, args))
+        return model(tf.nest.map_structure(lambda t: by_name[t.name], structure), training=False)
 
-def _named(result: Any, names: list[str]) -> dict[str, Any]:
-    """Outputs by name: a dict keeps its own keys (``tf.nest`` would sort them), a list or tensor takes ``names``."""
-    if isinstance(result, dict):
-        return dict(result)
-    return dict(zip(names, tf.nest.flatten(result)))
-
-
-def _info(name: str, dtype: Any, shape: Any) -> TensorInfo:
-    dims = tuple(None if d is None else int(d) for d in (shape.as_list() if hasattr(shape, "as_list") else shape))
-    return TensorInfo(name=name, dtype=np.dtype(tf.as_dtype(dtype).as_numpy_dtype), shape=dims)
+    # The signature fixes one concrete function; calling it directly skips tf.function's dispatch (~40% of a
+    # small model's call time).
+    with tf.device(device):
+        concrete = tf.function(serve, input_signature=specs, autograph=False).get_concrete_function()
+    structured = named(concrete.structured_outputs, output_names)
+    outputs = [tensor_info(name, t.dtype, t.shape) for name, t in structured.items()]
+    return Signature(DEFAULT_SIGNATURE, inputs, outputs, concrete)
 
 
 def _refusal(name: str, exc: BaseException) -> str:

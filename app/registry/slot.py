@@ -7,12 +7,12 @@ import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import tensorflow as tf
 
-from app.errors import ModelTooLarge
+from app.errors import InvalidInput, ModelTooLarge
 from app.partitions import SlotMeter, SlotSpec, TensorLedger, TrackedGroup, collect_garbage
 from app.registry.batching import BatchPolicy, BatchQueue
 from app.registry.servable import Servable, load_servable
@@ -41,12 +41,33 @@ class Memory:
 
 @dataclass(frozen=True)
 class ModelView:
-    """What the protocols may know about a loaded model: its name, store format and tensors."""
+    """What the protocols may know about a loaded model: its name, store format and tensors.
+
+    ``inputs`` and ``outputs`` are its default signature's; ``signatures`` has every signature's by name (the default,
+    ``default_signature``, first): a Keras model has one, a SavedModel what it was exported with. ``version`` is the
+    served version of a versioned SavedModel, else ``None``.
+    """
 
     name: str
     format: str
     inputs: list[TensorInfo]
     outputs: list[TensorInfo]
+    signatures: dict[str, tuple[list[TensorInfo], list[TensorInfo]]] = field(default_factory=dict)
+    default_signature: str = "serving_default"
+    version: int | None = None
+
+    def signature(self, name: str | None) -> "ModelView":
+        """This view with signature ``name``'s inputs and outputs (the default one for ``None``).
+
+        ``InvalidInput`` naming the model's signatures when it has no signature ``name``.
+        """
+        if name is None or name == self.default_signature:
+            return self
+        if name not in self.signatures:
+            raise InvalidInput(f"Model '{self.name}' has no signature '{name}'; its signatures are "
+                               f"{sorted(self.signatures) or [self.default_signature]}.", model=self.name)
+        inputs, outputs = self.signatures[name]
+        return replace(self, inputs=inputs, outputs=outputs)
 
 
 @dataclass(eq=False)
@@ -64,7 +85,9 @@ class Loaded:
 
     @property
     def view(self) -> ModelView:
-        return ModelView(self.name, self.file.format, self.servable.inputs, self.servable.outputs)
+        servable = self.servable
+        return ModelView(self.name, self.file.format, servable.inputs, servable.outputs, servable.signature_tensors,
+                         servable.default_signature, self.file.version)
 
 
 class Slot:

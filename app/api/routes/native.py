@@ -32,7 +32,7 @@ async def list_models(registry: RegistryDep) -> dict:
 )
 async def load_model(client: ClientName, request: Request, registry: RegistryDep) -> dict:
     body = await read_model(request, LoadRequest)
-    result = await registry.load(client, body.model, body.max_batch_size, body.max_delay_us)
+    result = await registry.load(client, body.model, body.max_batch_size, body.max_delay_us, body.version)
     return {**asdict(result.record), "load_ms": round(result.load_ms, 3), "previous_model": result.previous_model,
             "freed_bytes": result.freed_bytes, "residue_bytes": result.residue_bytes, "strategy": result.strategy}
 

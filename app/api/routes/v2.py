@@ -1,0 +1,294 @@
+"""The Open Inference Protocol (KServe V2 / Triton) over REST: a thin facade over the one registry.
+
+The model name in a URL is a model in the store; the caller is the ``X-Client-Id`` header ("default" when absent).
+Loading a model puts it in the caller's slot (swapping out what it had); inference and metadata need the caller to
+have loaded that model. Every model has one version, "1". Errors are ``{"error": "<message>"}`` with Triton's
+status codes, rendered by this router's own route class so the native API keeps its own error shape.
+"""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Path, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+
+from app import __version__, errors
+from app.api import v2_codec as codec
+from app.api.deps import ClientIdDep, RegistryDep
+from app.api.responses import FastJSONResponse, describe_validation
+from app.names import NAME_PATTERN
+from app.registry import Registry
+
+log = logging.getLogger("slotserve.api")
+
+# Triton answers bad requests, bad tensors and unknown or unready models alike with 400; capacity errors keep
+# their own statuses (503 no_free_slot / slot_busy, 507 model_too_large / slot_out_of_memory, 413 too large).
+_BAD_REQUEST = (errors.InvalidRequest, errors.InvalidInput, errors.ModelInvalid, errors.ModelNotFound,
+                errors.ClientNotFound, errors.ModelNotLoaded)
+_INLINE = 1 << 20  # bodies up to 1 MiB are parsed on the event loop; larger ones in a worker thread
+
+
+def v2_error(err: errors.SlotServeError) -> FastJSONResponse:
+    """``{"error": "<message>"}`` with the status Triton would use for this error."""
+    status = 400 if isinstance(err, _BAD_REQUEST) else int(err.status)
+    headers = {"Retry-After": str(err.retry_after_s)} if isinstance(err, errors.SlotBusy) else None
+    return FastJSONResponse({"error": err.message}, status_code=status, headers=headers)
+
+
+class V2Route(APIRoute):
+    """A route whose every failure (validation and dependencies included) is rendered in the V2 error shape."""
+
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except errors.SlotServeError as exc:
+                return v2_error(exc)
+            except RequestValidationError as exc:
+                return v2_error(errors.InvalidRequest(describe_validation(exc.errors())))
+            except Exception as exc:  # a client of this protocol can only read {"error": "..."}, even for a 500
+                log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+                return v2_error(errors.SlotServeError("The server failed unexpectedly; the error has been logged."))
+
+        return handle
+
+
+# OpenAPI documentation of the bodies, as JSON schemas (the routes read and write their bodies themselves).
+def _obj(required: tuple[str, ...] = (), **props: Any) -> dict[str, Any]:
+    return {"type": "object", "properties": props, **({"required": list(required)} if required else {})}
+
+
+def _arr(items: dict[str, Any], description: str = "") -> dict[str, Any]:
+    return {"type": "array", "items": items, "description": description}
+
+
+def _text(description: str = "", **extra: Any) -> dict[str, Any]:
+    return {"type": "string", "description": description, **extra}
+
+
+_BOOL = {"type": "boolean"}
+_META = _obj(("name", "datatype", "shape"), name=_text(), datatype=_text("V2 datatype", enum=list(codec.DATATYPES)),
+             shape=_arr({"type": "integer"}, "-1 marks a variable dimension; the batch dimension always is."))
+_TENSOR = _obj(("name", "datatype", "shape"), **_META["properties"], data=_arr(
+    {}, "Values, row-major: flat or nested in requests, flat in responses."), parameters=_obj(binary_data_size=_text(
+        "The tensor's bytes follow the JSON header (binary tensor data extension).", type="integer")))
+ERROR = _obj(("error",), error=_text("What went wrong, in a sentence."))
+MODEL_METADATA = _obj(name=_text(), versions=_arr(_text(enum=["1"])), platform=_text("e.g. tensorflow_keras"),
+                      inputs=_arr(_META), outputs=_arr(_META))
+INDEX = _arr(_obj(name=_text(), version=_text(enum=["1"]), state=_text(
+    "READY when the calling client has it loaded", enum=["READY", "UNAVAILABLE"]), reason=_text()))
+INFER_REQUEST = _obj(("inputs",), id=_text("Echoed in the response."), inputs=_arr(_TENSOR), parameters=_obj(
+    binary_data_output=_BOOL), outputs=_arr(_obj(name=_text(), parameters=_obj(binary_data=_BOOL)),
+                                          "Only these outputs, in this order (default: all)."))
+INFER_RESPONSE = _obj(model_name=_text(), model_version=_text(enum=["1"]), id=_text("The request's id, if it had one."),
+                      outputs=_arr(_TENSOR))
+SERVER_METADATA = _obj(name=_text(enum=["slotserve"]), version=_text(), extensions=_arr(_text()))
+_LOAD_BODY = _obj(parameters={"type": "object", "description": "Accepted; `config` and `file:` overrides are refused."})
+_NOTES = {400: "Bad request or tensor, unknown model, or a model the caller has not loaded.",
+          413: "The body is over the server's max_body_mb.", 503: "Starting, no free slot, or the slot is busy.",
+          507: "model_too_large or slot_out_of_memory."}
+
+
+def _docs(schema: dict[str, Any], *statuses: int, binary: bool = False) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses``: ``schema`` on success (JSON, or its binary extension), V2 errors for ``statuses``."""
+    ok = {"application/json": {"schema": schema}} | ({"application/octet-stream": {}} if binary else {})
+    # "default" also keeps FastAPI from documenting a 422 these routes never send (their validation errors are 400)
+    return {200: {"description": "Success", "content": ok}, **{
+        s: {"description": _NOTES[s], "content": {"application/json": {"schema": ERROR}}} for s in statuses},
+        "default": {"description": "Any other error, same shape", "content": {"application/json": {"schema": ERROR}}}}
+
+
+def _request_body(schema: dict[str, Any], required: bool = False, **examples: Any) -> dict[str, Any]:
+    content = {"schema": schema, "examples": {k: {"value": v} for k, v in examples.items()}}
+    return {"requestBody": {"required": required, "content": {"application/json": content}}}
+
+
+router = APIRouter(prefix="/v2", tags=["Open Inference Protocol (V2)"], route_class=V2Route)
+ModelName = Annotated[str, Path(pattern=NAME_PATTERN, description="A model in the store.", examples=["tiny"])]
+ModelVersion = Annotated[str, Path(description="The model version; only \"1\" exists.", examples=["1"])]
+
+
+@router.get("/health/live", summary="The server is live", responses=_docs(_obj(live=_BOOL)))
+async def live() -> dict[str, bool]:
+    return {"live": True}
+
+
+@router.get("/health/ready", summary="The server is ready (its slots exist)", responses=_docs(_obj(ready=_BOOL), 503))
+async def ready(registry: RegistryDep) -> dict[str, bool]:
+    return {"ready": True}
+
+
+@router.get("", summary="Server metadata", responses=_docs(SERVER_METADATA),
+            description="Name, version and the protocol extensions this server supports.")
+async def server_metadata() -> dict[str, Any]:
+    return {"name": "slotserve", "version": __version__, "extensions": ["binary_tensor_data", "model_repository"]}
+
+
+def _check_version(name: str, version: str | None) -> None:
+    if version is not None and version != "1":
+        raise errors.ModelNotFound(f"Request for unknown model: '{name}' version {version} is not found; "
+                                   "every model has one version, '1'.")
+
+
+def _unavailable(registry: Registry, client: str, name: str, hint: bool = True) -> errors.SlotServeError:
+    """The error for a model the caller cannot use: not in the store, or not loaded by this caller."""
+    if name not in {m.name for m in registry.models()}:
+        return errors.ModelNotFound(f"Request for unknown model: '{name}' is not in the model store.")
+    loaded = registry.loaded_model(client)
+    has = f"it has '{loaded}' loaded" if loaded else "it has no model loaded"
+    advice = f"; load it with POST /v2/repository/models/{name}/load" if hint else ""
+    return errors.ModelNotLoaded(f"Model '{name}' is not loaded for client '{client}' ({has}){advice}.")
+
+
+async def _body(request: Request) -> bytes:
+    """The raw body; over ``max_body_mb`` it is refused by its Content-Length, unread, or as soon as it proves so."""
+    limit = request.app.state.settings.max_body_mb << 20
+    declared = request.headers.get("content-length", "")
+    too_large = errors.PayloadTooLarge(f"The body is larger than the server's limit of {limit >> 20} MiB.")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    """A small JSON object body; an absent or empty body is ``{}`` (clients send none for the repository calls)."""
+    raw = await _body(request)
+    if not raw.strip():
+        return {}
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise errors.InvalidRequest("The body is not valid JSON.") from None
+    if not isinstance(value, dict) or not isinstance(value.get("parameters", {}), dict):
+        raise errors.InvalidRequest("The body must be a JSON object; its 'parameters', if any, an object.")
+    return value
+
+
+Handler = Callable[[Request, Registry, str, str, str | None], Awaitable[Any]]
+
+
+def _model_route(method: str, suffix: str, **kwargs: Any) -> Callable[[Handler], Handler]:
+    """Register ``handler`` at ``/models/{name}{suffix}`` and ``/models/{name}/versions/{version}{suffix}``."""
+
+    def register(handler: Handler) -> Handler:
+        async def latest(request: Request, name: ModelName, client: ClientIdDep, registry: RegistryDep) -> Any:
+            return await handler(request, registry, client, name, None)
+
+        async def versioned(request: Request, name: ModelName, version: ModelVersion, client: ClientIdDep,
+                            registry: RegistryDep) -> Any:
+            return await handler(request, registry, client, name, version)
+
+        for path, endpoint in ((suffix, latest), (f"/versions/{{version}}{suffix}", versioned)):
+            router.add_api_route(f"/models/{{name}}{path}", endpoint, methods=[method], response_model=None,
+                                 name=f"v2_{handler.__name__}{'_versioned' if endpoint is versioned else ''}",
+                                 **kwargs)
+        return handler
+
+    return register
+
+
+@_model_route("GET", "", summary="Model metadata", responses=_docs(MODEL_METADATA, 400),
+              description="Inputs and outputs of the model the caller has loaded, with V2 datatypes and shapes "
+              "(-1 for variable dimensions). 400 if the model is unknown or the caller has not loaded it.")
+async def model_metadata(request: Request, registry: Registry, client: str, name: str,
+                         version: str | None) -> dict[str, Any]:
+    _check_version(name, version)
+    try:
+        view = registry.view(client, name)
+    except (errors.ClientNotFound, errors.ModelNotLoaded):
+        raise _unavailable(registry, client, name) from None
+    return codec.model_metadata(view)
+
+
+@_model_route("GET", "/ready", summary="Whether the caller has the model ready",
+              responses=_docs(_obj(name=_text(), ready=_BOOL), 400),
+              description="200 when the calling client has this model loaded and ready, else 400 (as Triton).")
+async def model_ready(request: Request, registry: Registry, client: str, name: str,
+                      version: str | None) -> dict[str, Any]:
+    _check_version(name, version)
+    if registry.loaded_model(client) != name:
+        raise _unavailable(registry, client, name)
+    return {"name": name, "ready": True}
+
+
+@_model_route("POST", "/infer", summary="Inference", responses=_docs(INFER_RESPONSE, 400, 413, 503, 507, binary=True),
+              openapi_extra=_request_body(INFER_REQUEST, True, json={"id": "r1", "inputs": [
+                  {"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [[1, 2, 3, 4]]}]}),
+              description="JSON tensors (flat or nested `data`), or binary tensor data: the JSON header's length in "
+              "the `Inference-Header-Content-Length` header, then each binary input's little-endian bytes in order. "
+              "Binary outputs (`binary_data` per output, `binary_data_output` per request) follow the JSON header "
+              "the same way, as application/octet-stream. Inputs are converted to the model's dtypes when no "
+              "value changes. 400 if the caller has not loaded the model.")
+async def infer(request: Request, registry: Registry, client: str, name: str, version: str | None) -> Response:
+    _check_version(name, version)
+    body = await _body(request)
+    header_length = request.headers.get("inference-header-content-length")
+    large = len(body) > _INLINE
+    parsed = (await asyncio.to_thread(codec.parse_infer, body, header_length) if large
+              else codec.parse_infer(body, header_length))
+    max_rows = registry.settings.max_rows
+    try:  # the registry waits out a swap, checks the model is the caller's, validates (decode) and batches
+        view, outputs = await registry.run(client, lambda v: codec.decode_inputs(parsed, v, max_rows), model=name,
+                                           offload=large)
+    except (errors.ClientNotFound, errors.ModelNotLoaded):
+        raise _unavailable(registry, client, name) from None
+    content, json_length = codec.encode_response(name, parsed, view, outputs)
+    if json_length is None:
+        return Response(content, media_type="application/json")
+    return Response(content, media_type="application/octet-stream",
+                    headers={"Inference-Header-Content-Length": str(json_length)})
+
+
+@router.post("/repository/index", summary="Every model in the store, READY if the caller has it loaded",
+             openapi_extra=_request_body(_obj(ready=_BOOL), empty={}, ready_only={"ready": True}),
+             responses=_docs(INDEX, 400),
+             description="`ready: true` lists only the models the caller has ready. The body may be empty.")
+async def repository_index(request: Request, client: ClientIdDep, registry: RegistryDep) -> FastJSONResponse:
+    body = await _json_object(request)
+    if not isinstance(body.get("ready", False), bool):
+        raise errors.InvalidRequest("'ready' must be true or false.")
+    loaded = registry.loaded_model(client)
+    entries = [{"name": m.name, "version": "1", "state": "READY" if m.name == loaded else "UNAVAILABLE",
+                "reason": "" if m.name == loaded else "not loaded by this client"}
+               for m in registry.models() if m.name == loaded or not body.get("ready")]
+    return FastJSONResponse(entries)
+
+
+@router.post("/repository/models/{name}/load", summary="Load the model into the caller's slot",
+             openapi_extra=_request_body(_LOAD_BODY, empty={}),
+             responses=_docs(_obj(name=_text(), load=_BOOL), 400, 503, 507),
+             description="The caller's first load claims a free slot; a later one swaps its model in place. "
+             "The body may be empty; configuration or file overrides (`config`, `file:...`) are refused.")
+async def load_model(name: ModelName, request: Request, client: ClientIdDep, registry: RegistryDep) -> dict:
+    parameters = (await _json_object(request)).get("parameters", {})
+    if any(key == "config" or key.startswith("file:") for key in parameters):
+        raise errors.InvalidRequest("Configuration and file overrides are not supported; models load as stored.")
+    await registry.load(client, name)
+    return {"name": name, "load": True}
+
+
+@router.post("/repository/models/{name}/unload", summary="Unload the caller's model and free its slot",
+             openapi_extra=_request_body(_LOAD_BODY, empty={}),
+             responses=_docs(_obj(name=_text(), unload=_BOOL), 400, 503),
+             description="400 unless the calling client has this model loaded. The body may be empty.")
+async def unload_model(name: ModelName, request: Request, client: ClientIdDep, registry: RegistryDep) -> dict:
+    await _json_object(request)
+    try:
+        await registry.unload(client, name)  # checks the name under the slot's lock: a racing swap is not unloaded
+    except (errors.ClientNotFound, errors.ModelNotLoaded):
+        failure = _unavailable(registry, client, name, hint=False)
+    else:
+        return {"name": name, "unload": True}
+    raise failure
