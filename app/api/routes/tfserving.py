@@ -14,12 +14,11 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response
-from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
 
 from app import errors
 from app.api.deps import ClientIdDep, RegistryDep
-from app.api.responses import FastJSONResponse, describe_validation, read_json
+from app.api.flat_errors import flat_error_route
+from app.api.responses import FastJSONResponse, read_json
 from app.names import NAME_PATTERN
 from app.registry import ModelView, Registry
 from app.registry.tensors import TensorInfo, format_response, parse_request
@@ -32,31 +31,9 @@ _DTYPES = {"float16": "DT_HALF", "float32": "DT_FLOAT", "float64": "DT_DOUBLE", 
            "bool": "DT_BOOL", "object": "DT_STRING", "complex64": "DT_COMPLEX64", "complex128": "DT_COMPLEX128"}
 
 
-def render(err: errors.SlotServeError) -> FastJSONResponse:
-    """``{"error": message}`` with TF Serving's status for the error (422s are INVALID_ARGUMENT: 400)."""
-    status = _LOCAL_STATUS.get(type(err), 400 if err.status == 422 else int(err.status))
-    headers = {"Retry-After": str(err.retry_after_s)} if isinstance(err, errors.SlotBusy) else None
-    return FastJSONResponse({"error": err.message}, status_code=status, headers=headers)
-
-
-class TFServingRoute(APIRoute):
-    """Renders every failure of its endpoint, request validation included, in TF Serving's error shape."""
-
-    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
-        handler = super().get_route_handler()
-
-        async def route(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except errors.SlotServeError as exc:
-                return render(exc)
-            except RequestValidationError as exc:
-                return render(errors.InvalidRequest(describe_validation(exc.errors())))
-            except Exception:
-                log.exception("unexpected error on %s %s", request.method, request.url.path)
-                return render(errors.SlotServeError("The server failed unexpectedly; the error has been logged."))
-
-        return route
+def _status(err: errors.SlotServeError) -> int:
+    """TF Serving's status for the error (this project's 422s are INVALID_ARGUMENT: 400)."""
+    return _LOCAL_STATUS.get(type(err), 400 if err.status == 422 else int(err.status))
 
 
 # ---- OpenAPI descriptions (the routes read their bodies themselves, so these are written out) ------------------
@@ -103,7 +80,7 @@ def _docs(schema: dict[str, Any], *statuses: int) -> dict[int | str, dict[str, A
             "default": {"description": "Any other error, same shape", "content": error}}
 
 
-router = APIRouter(prefix="/v1/models", tags=["TF Serving REST"], route_class=TFServingRoute)
+router = APIRouter(prefix="/v1/models", tags=["TF Serving REST"], route_class=flat_error_route(_status))
 ModelName = Annotated[str, Path(pattern=NAME_PATTERN, description="A model in the store.", examples=["tiny"])]
 ModelVersion = Annotated[str, Path(pattern=r"^\d{1,18}$", description="The model version (digits).",
                                    examples=["1"])]

@@ -13,13 +13,12 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Path, Request, Response
-from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
 
 from app import __version__, errors
 from app.api import v2_codec as codec
 from app.api.deps import ClientIdDep, RegistryDep
-from app.api.responses import FastJSONResponse, describe_validation
+from app.api.flat_errors import flat_error_route
+from app.api.responses import FastJSONResponse
 from app.names import NAME_PATTERN
 from app.registry import Registry
 
@@ -32,31 +31,9 @@ _BAD_REQUEST = (errors.InvalidRequest, errors.InvalidInput, errors.ModelInvalid,
 _INLINE = 1 << 20  # bodies up to 1 MiB are parsed on the event loop; larger ones in a worker thread
 
 
-def v2_error(err: errors.SlotServeError) -> FastJSONResponse:
-    """``{"error": "<message>"}`` with the status Triton would use for this error."""
-    status = 400 if isinstance(err, _BAD_REQUEST) else int(err.status)
-    headers = {"Retry-After": str(err.retry_after_s)} if isinstance(err, errors.SlotBusy) else None
-    return FastJSONResponse({"error": err.message}, status_code=status, headers=headers)
-
-
-class V2Route(APIRoute):
-    """A route whose every failure (validation and dependencies included) is rendered in the V2 error shape."""
-
-    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
-        handler = super().get_route_handler()
-
-        async def handle(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except errors.SlotServeError as exc:
-                return v2_error(exc)
-            except RequestValidationError as exc:
-                return v2_error(errors.InvalidRequest(describe_validation(exc.errors())))
-            except Exception as exc:  # a client of this protocol can only read {"error": "..."}, even for a 500
-                log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
-                return v2_error(errors.SlotServeError("The server failed unexpectedly; the error has been logged."))
-
-        return handle
+def _status(err: errors.SlotServeError) -> int:
+    """The status Triton would use for this error."""
+    return 400 if isinstance(err, _BAD_REQUEST) else int(err.status)
 
 
 # OpenAPI documentation of the bodies, as JSON schemas (the routes read and write their bodies themselves).
@@ -109,7 +86,7 @@ def _request_body(schema: dict[str, Any], required: bool = False, **examples: An
     return {"requestBody": {"required": required, "content": {"application/json": content}}}
 
 
-router = APIRouter(prefix="/v2", tags=["Open Inference Protocol (V2)"], route_class=V2Route)
+router = APIRouter(prefix="/v2", tags=["Open Inference Protocol (V2)"], route_class=flat_error_route(_status))
 ModelName = Annotated[str, Path(pattern=NAME_PATTERN, description="A model in the store.", examples=["tiny"])]
 ModelVersion = Annotated[str, Path(description="The model version; only \"1\" exists.", examples=["1"])]
 
