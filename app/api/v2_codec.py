@@ -39,11 +39,16 @@ def shape(info: TensorInfo) -> list[int]:
     return [-1 if d is None else d for d in info.shape]
 
 
+def served_version(version: int | None) -> str:
+    """The V2 version of a model: a versioned SavedModel's own number, else "1"."""
+    return "1" if version is None else str(version)
+
+
 def model_metadata(view: "ModelView") -> dict[str, Any]:
-    """V2 model metadata: one version, "1"; inputs and outputs with V2 datatypes and shapes."""
+    """V2 model metadata: the loaded version; inputs and outputs with V2 datatypes and shapes."""
     tensors = [[{"name": t.name, "datatype": datatype(t.dtype), "shape": shape(t)} for t in infos]
                for infos in (view.inputs, view.outputs)]
-    return {"name": view.name, "versions": ["1"], "platform": PLATFORMS.get(view.format, f"tensorflow_{view.format}"),
+    return {"name": view.name, "versions": [served_version(view.version)], "platform": PLATFORMS.get(view.format, f"tensorflow_{view.format}"),
             "inputs": tensors[0], "outputs": tensors[1]}
 
 
@@ -75,7 +80,7 @@ def parse_infer(body: bytes, header_length: str | None) -> InferRequest:
     if header_length is None:
         header, rest = view, view[len(view):]
     else:
-        if not header_length.isdigit() or int(header_length) > len(body):
+        if not (header_length.isascii() and header_length.isdigit()) or int(header_length) > len(body):
             raise InvalidRequest(f"Inference-Header-Content-Length '{header_length}' must be a number of bytes "
                                  f"no larger than the body ({len(body)} bytes).")
         header, rest = view[:int(header_length)], view[int(header_length):]
@@ -157,7 +162,7 @@ def decode_inputs(request: InferRequest, view: "ModelView", max_rows: int) -> di
         if unknown:
             raise InvalidRequest(f"Model '{view.name}' has no output {sorted(unknown)}; its outputs are "
                                  f"{[info.name for info in view.outputs]}.")
-    arrays = {info.name: check_array(_array(given[info.name]), info, max_rows) for info in view.inputs}
+    arrays = {info.name: _exactly(_array(given[info.name]), info, max_rows) for info in view.inputs}
     rows = {len(a) for a in arrays.values()}
     if len(rows) > 1:
         raise InvalidInput(f"Every input must have the same batch size (first dimension); got {sorted(rows)}.")
@@ -205,7 +210,7 @@ def encode_response(model: str, request: InferRequest, view: "ModelView",
         else:
             tensor["data"] = np.ascontiguousarray(array).reshape(-1)  # V2 JSON data is flat, row-major
         tensors.append(tensor)
-    body: dict[str, Any] = {"model_name": model, "model_version": "1"}
+    body: dict[str, Any] = {"model_name": model, "model_version": served_version(view.version)}
     if request.id is not None:
         body["id"] = request.id
     body["outputs"] = tensors
@@ -213,3 +218,13 @@ def encode_response(model: str, request: InferRequest, view: "ModelView",
     if not chunks:
         return header, None
     return b"".join([header, *chunks]), len(header)
+
+
+def _exactly(array: np.ndarray, info: TensorInfo, max_rows: int) -> np.ndarray:
+    """``check_array``, and then a round trip: a V2 tensor declares its datatype, so any value the model's dtype
+    changes (INT64 16777217 into FP32, FP64 into FP32, ...) is refused rather than silently rounded."""
+    checked = check_array(array, info, max_rows)
+    if checked.dtype != array.dtype and not np.array_equal(checked.astype(array.dtype), array):
+        raise InvalidInput(f"Input '{info.name}' has {datatype(array.dtype)} values that {info.describe()} cannot "
+                           "hold exactly; send them as the model's datatype.")
+    return checked

@@ -51,11 +51,14 @@ class BatchQueue:
         self._full: asyncio.Event | None = None
         self._idle: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
+        self._closed = False
         self.calls = 0  # batches run
         self.requests = 0  # requests answered or failed through those batches
 
     async def predict(self, arrays: Arrays, rows: int) -> Arrays:
         """Queue one validated request of ``rows`` rows; its own slice of the batch's outputs."""
+        if self._closed:
+            raise SlotBusy("The model was unloaded before this prediction ran; try again.")
         if self._worker is None:
             self._start()
         future = asyncio.get_running_loop().create_future()
@@ -75,6 +78,7 @@ class BatchQueue:
 
     def close(self) -> None:
         """Stop the worker; fail anything still queued (callers drain first)."""
+        self._closed = True
         if self._worker is not None:
             self._worker.cancel()
         self._fail(list(self._pending), SlotBusy("The model was unloaded before this prediction ran; try again."))

@@ -149,27 +149,33 @@ class Registry:
         ``signature`` names another signature of a SavedModel (``InvalidInput`` if it has none by that name); the
         view ``decode`` gets and the one returned describe that signature's tensors.
         """
-        slot = self._slot_of(client)
-        if not slot.open.is_set():
-            try:
-                await asyncio.wait_for(slot.open.wait(), self.settings.busy_timeout_s)
-            except TimeoutError:
-                raise SlotBusy(f"Client '{client}' is swapping models; try again shortly.", client=client) from None
-        loaded = slot.loaded  # read after the last await: the drain then covers this prediction
-        if slot.client != client or loaded is None:
-            raise ClientNotFound(f"Client '{client}' has no model loaded.", client=client)
-        if model is not None and loaded.name != model:
-            raise ModelNotLoaded(f"Client '{client}' has not loaded model '{model}' (it has '{loaded.name}').",
-                                 client=client, model=model)
-        view = loaded.view.signature(signature)
-        arrays = await asyncio.to_thread(decode, view) if offload else decode(view)
-        if signature is not None and signature != view.default_signature:
-            # another signature: the batch queue stacks calls of the default one only, so this runs on its own,
-            # still on the slot's inference thread (behind the queue's batches, so drains cover it too)
-            outputs = await slot.infer(loaded.servable, arrays, signature)
-            return view, outputs
-        outputs = await loaded.queue.predict(arrays, len(next(iter(arrays.values()))))
-        return view, outputs
+        for _ in range(3):  # a decode offloaded to a thread can race a swap: then decode again for the new model
+            slot = self._slot_of(client)
+            if not slot.open.is_set():
+                try:
+                    await asyncio.wait_for(slot.open.wait(), self.settings.busy_timeout_s)
+                except TimeoutError:
+                    raise SlotBusy(f"Client '{client}' is swapping models; try again shortly.",
+                                   client=client) from None
+            loaded = slot.loaded  # read after the last await: the drain then covers this prediction
+            if slot.client != client or loaded is None:
+                raise ClientNotFound(f"Client '{client}' has no model loaded.", client=client)
+            if model is not None and loaded.name != model:
+                raise ModelNotLoaded(f"Client '{client}' has not loaded model '{model}' (it has '{loaded.name}').",
+                                     client=client, model=model)
+            view = loaded.view.signature(signature)
+            if not offload:
+                arrays = decode(view)
+            else:
+                arrays = await asyncio.to_thread(decode, view)
+                if slot.loaded is not loaded or not slot.open.is_set():
+                    continue  # swapped or unloading meanwhile: its drain may not have covered this request
+            if signature is not None and signature != view.default_signature:
+                # another signature: the batch queue stacks calls of the default one only, so this runs on its
+                # own, still on the slot's inference thread (behind the queue's batches, so drains cover it too)
+                return view, await slot.infer(loaded.servable, arrays, signature)
+            return view, await loaded.queue.predict(arrays, len(next(iter(arrays.values()))))
+        raise SlotBusy(f"Client '{client}' is swapping models; try again shortly.", client=client)
 
     def view(self, client: str, model: str | None = None) -> ModelView:
         """What a protocol may say about the client's loaded model (``ModelNotLoaded`` if it is not ``model``)."""

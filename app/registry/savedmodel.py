@@ -70,7 +70,7 @@ def _signature(name: str, function: Any) -> Signature:
     # sorted by name: a signature's tensors are protobuf maps, whose order changes from one export to the next
     inputs = [tensor_info(key, specs[key].dtype, specs[key].shape) for key in sorted(specs)]
     returned = function.structured_outputs
-    outputs = [tensor_info(key, returned[key].dtype, returned[key].shape) for key in sorted(returned)]
+    outputs = [tensor_info(key, returned[key].dtype, returned[key].shape, output=True) for key in sorted(returned)]
     keys = [i.name for i in inputs]
 
     def call(*tensors: tf.Tensor) -> Any:

@@ -137,7 +137,7 @@ def _keras_signature(model: Any, device: str) -> Signature:
     with tf.device(device):
         concrete = tf.function(serve, input_signature=specs, autograph=False).get_concrete_function()
     structured = named(concrete.structured_outputs, output_names)
-    outputs = [tensor_info(name, t.dtype, t.shape) for name, t in structured.items()]
+    outputs = [tensor_info(name, t.dtype, t.shape, output=True) for name, t in structured.items()]
     return Signature(DEFAULT_SIGNATURE, inputs, outputs, concrete)
 
 

@@ -17,6 +17,7 @@ from app.partitions import SlotMeter, SlotSpec, TensorLedger, TrackedGroup, coll
 from app.registry.batching import BatchPolicy, BatchQueue
 from app.registry.servable import Servable, load_servable
 from app.registry.store import ModelFile
+from app.registry.signatures import unservable
 from app.registry.tensors import TensorInfo
 
 T = TypeVar("T")
@@ -67,6 +68,9 @@ class ModelView:
             raise InvalidInput(f"Model '{self.name}' has no signature '{name}'; its signatures are "
                                f"{sorted(self.signatures) or [self.default_signature]}.", model=self.name)
         inputs, outputs = self.signatures[name]
+        reason = unservable(inputs, outputs)
+        if reason:
+            raise InvalidInput(f"Signature '{name}' of model '{self.name}' {reason}.", model=self.name)
         return replace(self, inputs=inputs, outputs=outputs)
 
 

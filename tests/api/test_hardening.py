@@ -85,3 +85,20 @@ async def test_a_body_over_the_limit_is_413_before_it_is_read(settings: Settings
         assert reply.status_code == 413 and reply.json()["error"]["code"] == "payload_too_large"
         ok = await server.http.post("/v1/clients/c/predict", json={"instances": [[0.5] * 32] * 2000})
         assert ok.status_code == 200 and len(ok.json()["predictions"]) == 2000
+
+
+async def test_a_large_request_racing_an_unload_ends_instead_of_hanging(server: Server) -> None:
+    from app.errors import SlotServeError
+
+    for _ in range(5):
+        await server.registry.load("racer", "tiny")
+        big = {"instances": [[0.5] * 32] * 2000}  # decoded in a worker thread, so the unload can overtake it
+        predicting = asyncio.ensure_future(server.registry.predict("racer", big))
+        await asyncio.sleep(0)
+        await server.registry.unload("racer")
+        try:
+            result = await asyncio.wait_for(predicting, timeout=30)
+        except SlotServeError as exc:
+            assert exc.code in ("client_not_found", "slot_busy")
+        else:
+            assert len(result["predictions"]) == 2000

@@ -90,6 +90,16 @@ def _reference(path: Path, model: Any, inputs: dict[str, np.ndarray], weights: i
     return Reference(path, weights, inputs, outputs)
 
 
+def _export_odd_outputs(target: Path) -> None:
+    """A SavedModel whose default signature answers in bfloat16 and whose ``strings`` signature answers text."""
+    module = tf.Module()
+    module.scale = tf.Variable(2.0)
+    spec = tf.TensorSpec([None, 2], tf.float32, name="x")
+    module.half = tf.function(lambda x: {"y": tf.cast(x * module.scale, tf.bfloat16)}, input_signature=[spec])
+    module.text = tf.function(lambda x: {"s": tf.strings.as_string(x)}, input_signature=[spec])
+    tf.saved_model.save(module, str(target), signatures={"serving_default": module.half, "strings": module.text})
+
+
 def keras_weight_bytes(model: keras.Model) -> int:
     return sum(int(np.prod(w.shape)) * 4 for w in model.weights)
 
@@ -120,6 +130,7 @@ def build_formats(directory: Path) -> dict[str, Reference]:
         refs[name] = _reference(directory / f"{name}.h5", model, inputs, keras_weight_bytes(model), names)
     unsafe_input = keras.Input((4,), name="x")  # a Lambda layer is Python code: never deserialized
     keras.Model(unsafe_input, keras.layers.Lambda(lambda t: t * 2.0)(unsafe_input)).save(directory / "unsafe.h5")
+    _export_odd_outputs(directory / "odd_outputs")
     broken = directory / "broken" / "7"
     (broken / "variables").mkdir(parents=True)
     (broken / "saved_model.pb").write_bytes(b"not a saved model")

@@ -25,7 +25,7 @@ def test_store_lists_and_resolves_every_format(format_store: tuple[Path, dict[st
     listed = {m.name: m for m in store.list()}
     assert {n: m.format for n, m in listed.items()} == {  # not empty_dir: it holds no model
         "broken": "savedmodel", "flat12": "savedmodel", "half_plus_three": "savedmodel", "legacy": "h5",
-        "pair_h5": "h5", "signals": "savedmodel", "unsafe": "h5"}
+        "odd_outputs": "savedmodel", "pair_h5": "h5", "signals": "savedmodel", "unsafe": "h5"}
     served = directory / "signals" / "2"  # TF Serving's layout: the highest version unless one is asked for
     assert listed["signals"].path == served and listed["signals"].version == 2 and listed["signals"].versions == (1, 2)
     assert listed["signals"].size_bytes == sum(p.stat().st_size for p in served.rglob("*") if p.is_file())

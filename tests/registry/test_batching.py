@@ -122,3 +122,12 @@ async def test_a_caller_that_went_away_is_skipped() -> None:
     await asyncio.gather(blocker, kept)
     assert run.sizes == [1, 2]
     await queue.drain()
+
+
+async def test_a_closed_queue_refuses_instead_of_hanging() -> None:
+    queue = BatchQueue(Recorder(), BatchPolicy(max_batch_size=10, max_delay_us=0))
+    await queue.predict(request(1), 1)
+    queue.close()
+    with pytest.raises(SlotServeError) as refused:
+        await asyncio.wait_for(queue.predict(request(1), 1), timeout=5)
+    assert refused.value.code == "slot_busy"

@@ -2,12 +2,13 @@
 
 The model name in a URL is a model in the store; the caller is the ``X-Client-Id`` header ("default" when absent).
 Loading a model puts it in the caller's slot (swapping out what it had); inference and metadata need the caller to
-have loaded that model. Every model has one version, "1". Errors are ``{"error": "<message>"}`` with Triton's
+have loaded that model. A model's version is a versioned SavedModel's own number, else "1". Errors are ``{"error": "<message>"}`` with Triton's
 status codes, rendered by this router's own route class so the native API keeps its own error shape.
 """
 
 import asyncio
 import logging
+import zlib
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -20,7 +21,7 @@ from app.api.deps import ClientIdDep, RegistryDep
 from app.api.flat_errors import flat_error_route
 from app.api.responses import FastJSONResponse
 from app.names import NAME_PATTERN
-from app.registry import Registry
+from app.registry import ModelView, Registry
 
 log = logging.getLogger("slotserve.api")
 
@@ -56,14 +57,14 @@ _TENSOR = _obj(("name", "datatype", "shape"), **_META["properties"], data=_arr(
     {}, "Values, row-major: flat or nested in requests, flat in responses."), parameters=_obj(binary_data_size=_text(
         "The tensor's bytes follow the JSON header (binary tensor data extension).", type="integer")))
 ERROR = _obj(("error",), error=_text("What went wrong, in a sentence."))
-MODEL_METADATA = _obj(name=_text(), versions=_arr(_text(enum=["1"])), platform=_text("e.g. tensorflow_keras"),
+MODEL_METADATA = _obj(name=_text(), versions=_arr(_text()), platform=_text("e.g. tensorflow_keras"),
                       inputs=_arr(_META), outputs=_arr(_META))
-INDEX = _arr(_obj(name=_text(), version=_text(enum=["1"]), state=_text(
+INDEX = _arr(_obj(name=_text(), version=_text(), state=_text(
     "READY when the calling client has it loaded", enum=["READY", "UNAVAILABLE"]), reason=_text()))
 INFER_REQUEST = _obj(("inputs",), id=_text("Echoed in the response."), inputs=_arr(_TENSOR), parameters=_obj(
     binary_data_output=_BOOL), outputs=_arr(_obj(name=_text(), parameters=_obj(binary_data=_BOOL)),
                                           "Only these outputs, in this order (default: all)."))
-INFER_RESPONSE = _obj(model_name=_text(), model_version=_text(enum=["1"]), id=_text("The request's id, if it had one."),
+INFER_RESPONSE = _obj(model_name=_text(), model_version=_text(), id=_text("The request's id, if it had one."),
                       outputs=_arr(_TENSOR))
 SERVER_METADATA = _obj(name=_text(enum=["slotserve"]), version=_text(), extensions=_arr(_text()))
 _LOAD_BODY = _obj(parameters={"type": "object", "description": "Accepted; `config` and `file:` overrides are refused."})
@@ -88,7 +89,7 @@ def _request_body(schema: dict[str, Any], required: bool = False, **examples: An
 
 router = APIRouter(prefix="/v2", tags=["Open Inference Protocol (V2)"], route_class=flat_error_route(_status))
 ModelName = Annotated[str, Path(pattern=NAME_PATTERN, description="A model in the store.", examples=["tiny"])]
-ModelVersion = Annotated[str, Path(description="The model version; only \"1\" exists.", examples=["1"])]
+ModelVersion = Annotated[str, Path(description="The model version: a versioned SavedModel's number, else \"1\".", examples=["1"])]
 
 
 @router.get("/health/live", summary="The server is live", responses=_docs(_obj(live=_BOOL)))
@@ -107,10 +108,17 @@ async def server_metadata() -> dict[str, Any]:
     return {"name": "slotserve", "version": __version__, "extensions": ["binary_tensor_data", "model_repository"]}
 
 
-def _check_version(name: str, version: str | None) -> None:
-    if version is not None and version != "1":
-        raise errors.ModelNotFound(f"Request for unknown model: '{name}' version {version} is not found; "
-                                   "every model has one version, '1'.")
+def _caller_view(registry: Registry, client: str, name: str, version: str | None) -> ModelView:
+    """The caller's loaded ``name``, which must be ``version`` when one is named (the loaded version, or "1")."""
+    try:
+        view = registry.view(client, name)
+    except (errors.ClientNotFound, errors.ModelNotLoaded):
+        raise _unavailable(registry, client, name) from None
+    served = codec.served_version(view.version)
+    if version is not None and version != served:
+        raise errors.ModelNotFound(f"Request for unknown model: '{name}' version {version} is not loaded; "
+                                   f"the caller has version {served}.")
+    return view
 
 
 def _unavailable(registry: Registry, client: str, name: str, hint: bool = True) -> errors.SlotServeError:
@@ -136,7 +144,24 @@ async def _body(request: Request) -> bytes:
         if size > limit:
             raise too_large
         chunks.append(chunk)
-    return b"".join(chunks)
+    return _decompress(b"".join(chunks), request.headers.get("content-encoding", ""), limit, too_large)
+
+
+def _decompress(raw: bytes, encoding: str, limit: int, too_large: errors.PayloadTooLarge) -> bytes:
+    """Undo gzip or deflate request compression (tritonclient's ``request_compression_algorithm``), bounded."""
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return raw
+    if encoding not in ("gzip", "deflate"):
+        raise errors.InvalidRequest(f"Content-Encoding '{encoding}' is not supported; use gzip, deflate or none.")
+    inflater = zlib.decompressobj(zlib.MAX_WBITS | 16 if encoding == "gzip" else zlib.MAX_WBITS)
+    try:
+        body = inflater.decompress(raw, limit + 1)
+    except zlib.error:
+        raise errors.InvalidRequest(f"The body is not valid {encoding} data.") from None
+    if len(body) > limit or inflater.unconsumed_tail:
+        raise too_large
+    return body
 
 
 async def _json_object(request: Request) -> dict[str, Any]:
@@ -181,12 +206,7 @@ def _model_route(method: str, suffix: str, **kwargs: Any) -> Callable[[Handler],
               "(-1 for variable dimensions). 400 if the model is unknown or the caller has not loaded it.")
 async def model_metadata(request: Request, registry: Registry, client: str, name: str,
                          version: str | None) -> dict[str, Any]:
-    _check_version(name, version)
-    try:
-        view = registry.view(client, name)
-    except (errors.ClientNotFound, errors.ModelNotLoaded):
-        raise _unavailable(registry, client, name) from None
-    return codec.model_metadata(view)
+    return codec.model_metadata(_caller_view(registry, client, name, version))
 
 
 @_model_route("GET", "/ready", summary="Whether the caller has the model ready",
@@ -194,9 +214,7 @@ async def model_metadata(request: Request, registry: Registry, client: str, name
               description="200 when the calling client has this model loaded and ready, else 400 (as Triton).")
 async def model_ready(request: Request, registry: Registry, client: str, name: str,
                       version: str | None) -> dict[str, Any]:
-    _check_version(name, version)
-    if registry.loaded_model(client) != name:
-        raise _unavailable(registry, client, name)
+    _caller_view(registry, client, name, version)
     return {"name": name, "ready": True}
 
 
@@ -209,7 +227,7 @@ async def model_ready(request: Request, registry: Registry, client: str, name: s
               "the same way, as application/octet-stream. Inputs are converted to the model's dtypes when no "
               "value changes. 400 if the caller has not loaded the model.")
 async def infer(request: Request, registry: Registry, client: str, name: str, version: str | None) -> Response:
-    _check_version(name, version)
+    _caller_view(registry, client, name, version)  # the version check; run() checks the model again
     body = await _body(request)
     header_length = request.headers.get("inference-header-content-length")
     large = len(body) > _INLINE
@@ -237,7 +255,7 @@ async def repository_index(request: Request, client: ClientIdDep, registry: Regi
     if not isinstance(body.get("ready", False), bool):
         raise errors.InvalidRequest("'ready' must be true or false.")
     loaded = registry.loaded_model(client)
-    entries = [{"name": m.name, "version": "1", "state": "READY" if m.name == loaded else "UNAVAILABLE",
+    entries = [{"name": m.name, "version": codec.served_version(m.version), "state": "READY" if m.name == loaded else "UNAVAILABLE",
                 "reason": "" if m.name == loaded else "not loaded by this client"}
                for m in registry.models() if m.name == loaded or not body.get("ready")]
     return FastJSONResponse(entries)
