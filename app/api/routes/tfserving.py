@@ -10,14 +10,15 @@ for the native API: 413 for an oversized request and 507 for a model or predicti
 """
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response
 
 from app import errors
-from app.api.deps import ClientIdDep, RegistryDep
+from app.api.deps import RegistryDep
 from app.api.flat_errors import flat_error_route
+from app.api.model_routes import Handler, model_route
 from app.api.responses import FastJSONResponse, read_json
 from app.names import NAME_PATTERN
 from app.registry import ModelView, Registry
@@ -84,26 +85,8 @@ router = APIRouter(prefix="/v1/models", tags=["TF Serving REST"], route_class=fl
 ModelName = Annotated[str, Path(pattern=NAME_PATTERN, description="A model in the store.", examples=["tiny"])]
 ModelVersion = Annotated[str, Path(pattern=r"^\d{1,18}$", description="The model version (digits).",
                                    examples=["1"])]
-Handler = Callable[[Request, Registry, str, str, str | None], Awaitable[Any]]
-
-
 def _model_route(method: str, suffix: str, **kwargs: Any) -> Callable[[Handler], Handler]:
-    """Register ``handler`` at ``/{name}{suffix}`` and ``/{name}/versions/{version}{suffix}``."""
-
-    def register(handler: Handler) -> Handler:
-        async def latest(request: Request, name: ModelName, client: ClientIdDep, registry: RegistryDep) -> Any:
-            return await handler(request, registry, client, name, None)
-
-        async def versioned(request: Request, name: ModelName, version: ModelVersion, client: ClientIdDep,
-                            registry: RegistryDep) -> Any:
-            return await handler(request, registry, client, name, version)
-
-        for path, endpoint in ((f"/{{name}}{suffix}", latest), (f"/{{name}}/versions/{{version}}{suffix}", versioned)):
-            router.add_api_route(path, endpoint, methods=[method], response_model=None, **kwargs,
-                                 name=f"tfserving_{handler.__name__}{'_versioned' if endpoint is versioned else ''}")
-        return handler
-
-    return register
+    return model_route(router, ModelName, ModelVersion, "", method, suffix, **kwargs)
 
 
 # ---- routes ------------------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ status codes, rendered by this router's own route class so the native API keeps 
 import asyncio
 import logging
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import orjson
@@ -19,6 +19,7 @@ from app import __version__, errors
 from app.api import v2_codec as codec
 from app.api.deps import ClientIdDep, RegistryDep
 from app.api.flat_errors import flat_error_route
+from app.api.model_routes import Handler, model_route
 from app.api.responses import FastJSONResponse
 from app.names import NAME_PATTERN
 from app.registry import ModelView, Registry
@@ -178,27 +179,8 @@ async def _json_object(request: Request) -> dict[str, Any]:
     return value
 
 
-Handler = Callable[[Request, Registry, str, str, str | None], Awaitable[Any]]
-
-
 def _model_route(method: str, suffix: str, **kwargs: Any) -> Callable[[Handler], Handler]:
-    """Register ``handler`` at ``/models/{name}{suffix}`` and ``/models/{name}/versions/{version}{suffix}``."""
-
-    def register(handler: Handler) -> Handler:
-        async def latest(request: Request, name: ModelName, client: ClientIdDep, registry: RegistryDep) -> Any:
-            return await handler(request, registry, client, name, None)
-
-        async def versioned(request: Request, name: ModelName, version: ModelVersion, client: ClientIdDep,
-                            registry: RegistryDep) -> Any:
-            return await handler(request, registry, client, name, version)
-
-        for path, endpoint in ((suffix, latest), (f"/versions/{{version}}{suffix}", versioned)):
-            router.add_api_route(f"/models/{{name}}{path}", endpoint, methods=[method], response_model=None,
-                                 name=f"v2_{handler.__name__}{'_versioned' if endpoint is versioned else ''}",
-                                 **kwargs)
-        return handler
-
-    return register
+    return model_route(router, ModelName, ModelVersion, "/models", method, suffix, **kwargs)
 
 
 @_model_route("GET", "", summary="Model metadata", responses=_docs(MODEL_METADATA, 400),
