@@ -25,30 +25,35 @@ class FastJSONResponse(JSONResponse):
 _DECODE_INLINE = 1 << 20  # bodies up to 1 MiB are decoded on the event loop; larger ones in a worker thread
 
 
-async def read_json(request: Request) -> Any:
-    """The request body as JSON, whatever its Content-Type says (curl -d sends form-encoded by default).
-
-    A body over ``max_body_mb`` is refused with 413 before it is read (by its Content-Length) or as soon as it
-    proves larger; a large body is decoded off the event loop, so it never stalls other clients' requests.
-    """
+async def read_body(request: Request) -> bytes:
+    """The raw body, refused with 413 when over ``max_body_mb``: unread when its Content-Length says so, else as
+    soon as it proves larger."""
     limit = request.app.state.settings.max_body_mb << 20
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
+        raise too_large(limit)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise _too_large(limit)
+            raise too_large(limit)
         chunks.append(chunk)
-    raw = b"".join(chunks)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request) -> Any:
+    """The request body as JSON, whatever its Content-Type says (curl -d sends form-encoded by default).
+
+    Bounded by ``read_body``; a large body is decoded off the event loop, so it never stalls other clients.
+    """
+    raw = await read_body(request)
     try:
-        return orjson.loads(raw) if size <= _DECODE_INLINE else await asyncio.to_thread(orjson.loads, raw)
+        return orjson.loads(raw) if len(raw) <= _DECODE_INLINE else await asyncio.to_thread(orjson.loads, raw)
     except orjson.JSONDecodeError:
         raise InvalidRequest("The body is not valid JSON.") from None
 
 
-def _too_large(limit: int) -> PayloadTooLarge:
+def too_large(limit: int) -> PayloadTooLarge:
     return PayloadTooLarge(f"The body is larger than the server's limit of {limit >> 20} MiB.", max_bytes=limit)
 
 

@@ -20,7 +20,7 @@ from app.api import v2_codec as codec
 from app.api.deps import ClientIdDep, RegistryDep
 from app.api.flat_errors import flat_error_route
 from app.api.model_routes import Handler, model_route
-from app.api.responses import FastJSONResponse
+from app.api.responses import FastJSONResponse, read_body, too_large
 from app.names import NAME_PATTERN
 from app.registry import ModelView, Registry
 
@@ -133,19 +133,10 @@ def _unavailable(registry: Registry, client: str, name: str, hint: bool = True) 
 
 
 async def _body(request: Request) -> bytes:
-    """The raw body; over ``max_body_mb`` it is refused by its Content-Length, unread, or as soon as it proves so."""
+    """The raw body, bounded by ``max_body_mb`` before and after decompression."""
     limit = request.app.state.settings.max_body_mb << 20
-    declared = request.headers.get("content-length", "")
-    too_large = errors.PayloadTooLarge(f"The body is larger than the server's limit of {limit >> 20} MiB.")
-    if declared.isdigit() and int(declared) > limit:
-        raise too_large
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
-    return _decompress(b"".join(chunks), request.headers.get("content-encoding", ""), limit, too_large)
+    raw = await read_body(request)
+    return _decompress(raw, request.headers.get("content-encoding", ""), limit, too_large(limit))
 
 
 def _decompress(raw: bytes, encoding: str, limit: int, too_large: errors.PayloadTooLarge) -> bytes:
