@@ -19,10 +19,31 @@ class SlotServeError(Exception):
         """The documented JSON body: ``{"error": {"code", "message", ...details}}``."""
         return {"error": {"code": self.code, "message": self.message, **self.details}}
 
+    def headers(self) -> dict[str, str]:
+        """HTTP headers that go with this error on every protocol (``Retry-After``, ``WWW-Authenticate``...)."""
+        return {}
+
 
 class InvalidRequest(SlotServeError):
     code = "invalid_request"
     status = HTTPStatus.UNPROCESSABLE_ENTITY
+
+
+class Unauthenticated(SlotServeError):
+    """No API key, or one the server does not know (or that was revoked)."""
+
+    code = "unauthenticated"
+    status = HTTPStatus.UNAUTHORIZED
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="slotserve"'}
+
+
+class Forbidden(SlotServeError):
+    """A known caller acting on what is not its own, or a request the open mode refuses (Host, Origin)."""
+
+    code = "forbidden"
+    status = HTTPStatus.FORBIDDEN
 
 
 class InvalidInput(SlotServeError):
@@ -77,6 +98,9 @@ class SlotBusy(SlotServeError):
     status = HTTPStatus.SERVICE_UNAVAILABLE
     retry_after_s: int = 1
 
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
 
 class ModelTooLarge(SlotServeError):
     code = "model_too_large"
@@ -90,3 +114,7 @@ class SlotOutOfMemory(SlotServeError):
 
 class PlanError(Exception):
     """The partition plan cannot be applied (it does not fit, or TF is already initialised). Start-up only."""
+
+
+class StateError(Exception):
+    """The state store cannot be opened or migrated (bad path, newer schema, unreachable database)."""

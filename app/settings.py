@@ -1,10 +1,12 @@
 """Server configuration: one pydantic-settings class, built once and passed down (never a global)."""
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from app.state.keys import MIN_ADMIN_KEY_CHARS
 
 MIB = 1 << 20
 
@@ -38,6 +40,30 @@ class Settings(BaseSettings):
         30.0, gt=0, description="How long a prediction waits for a slot that is swapping before 503 slot_busy."
     )
     log_level: str = Field("info", description="Python logging level name.")
+    state: str = Field("slotserve.db", description="The state file (SQLite): API keys. Created when missing.")
+    admin_key: SecretStr | None = Field(
+        None, description=f"An admin API key from the environment (at least {MIN_ADMIN_KEY_CHARS} characters), "
+        "acting as client 'admin'; for containers. Turns authentication on.")
+    no_auth: bool = Field(
+        False, description="Serve without authentication even on a non-loopback address (and ignore any keys).")
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Host names accepted besides loopback ones when serving without keys "
+        "(comma-separated; '*' accepts any). Also enforced with keys when given.")
+
+    @field_validator("admin_key")
+    @classmethod
+    def _long_enough(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None and len(key.get_secret_value()) < MIN_ADMIN_KEY_CHARS:
+            raise ValueError(f"the admin key must be at least {MIN_ADMIN_KEY_CHARS} characters "
+                             "(slotserve keys add CLIENT --admin makes a strong one)")
+        return key
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [host.strip().lower() for host in value.split(",") if host.strip()]
+        return value
 
     @property
     def slot_memory_bytes(self) -> int:

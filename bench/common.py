@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import httpx
@@ -89,8 +90,9 @@ class Server(Service):
 
     def __init__(self, models: Path, slots: int, slot_mb: int, extra_env: dict[str, str] | None = None) -> None:
         port = free_port()
+        state = Path(tempfile.mkdtemp(prefix="slotserve-bench-")) / "state.db"  # no keys: open, on loopback
         args = [sys.executable, "-m", "app.cli", "serve", "--model-dir", str(models), "--port", str(port),
-                "--slots", str(slots), "--slot-memory-mb", str(slot_mb), "--device", "cpu"]
+                "--slots", str(slots), "--slot-memory-mb", str(slot_mb), "--device", "cpu", "--state", str(state)]
         super().__init__(args, port, "/readyz", {"SLOTSERVE_LOG_LEVEL": "warning", **(extra_env or {})})
 
 

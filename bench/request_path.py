@@ -24,6 +24,7 @@ from app.api import create_app  # noqa: E402
 from app.registry import Registry  # noqa: E402
 from app.registry.tensors import format_response, parse_request  # noqa: E402
 from app.settings import Settings  # noqa: E402
+from app.state import KeyRing, SQLiteState, create_key  # noqa: E402
 
 N = 3000
 
@@ -47,7 +48,7 @@ async def per_call_us_async(fn, n: int = N) -> float:
 
 
 async def measure(models: Path, model: str) -> None:
-    settings = Settings(model_dir=models, slots=2, slot_memory_mb=64, device="cpu")
+    settings = Settings(model_dir=models, slots=2, slot_memory_mb=64, device="cpu", state=str(models / "state.db"))
     registry = Registry.from_settings(settings)
     application = create_app(settings, registry)
     async with application.router.lifespan_context(application):
@@ -71,8 +72,11 @@ async def measure(models: Path, model: str) -> None:
                 lambda: orjson.dumps(format_response(outputs, servable.outputs, columnar),
                                      option=orjson.OPT_SERIALIZE_NUMPY)),
         }
+        ring = KeyRing(SQLiteState(models / "keys.db"))
+        key, _ = create_key(SQLiteState(models / "keys.db"), "c")
+        stages["authenticate an API key (digest + cache)"] = per_call_us(lambda: ring.authenticate(key))
         transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
             stages["whole request via ASGI (+ httpx client)"] = await per_call_us_async(
                 lambda: http.post("/v1/clients/c/predict", content=raw), n=1000)
     print(f"\n== one 1-row request to '{model}', microseconds per stage (in process, {N} calls each) ==")

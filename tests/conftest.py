@@ -16,6 +16,7 @@ from tests.models import Reference, build_store
 
 SLOTS = 4
 SLOT_MB = 16
+BASE_URL = "http://127.0.0.1"  # a loopback Host: servers without keys answer only those
 
 
 @pytest.fixture(scope="session")
@@ -39,8 +40,9 @@ def refs(model_dir: Path, specs: tuple[SlotSpec, ...]) -> dict[str, Reference]:
 
 
 @pytest.fixture
-def settings(model_dir: Path, refs: dict[str, Reference]) -> Settings:
-    return Settings(model_dir=model_dir, slots=SLOTS, slot_memory_mb=SLOT_MB, device="cpu", busy_timeout_s=30)
+def settings(model_dir: Path, refs: dict[str, Reference], tmp_path: Path) -> Settings:
+    return Settings(model_dir=model_dir, slots=SLOTS, slot_memory_mb=SLOT_MB, device="cpu", busy_timeout_s=30,
+                    state=str(tmp_path / "state.db"))
 
 
 @dataclass
@@ -58,7 +60,7 @@ async def open_server(settings: Settings) -> AsyncIterator[Server]:
     app = create_app(settings, registry)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://slotserve", timeout=60) as http:
+        async with httpx.AsyncClient(transport=transport, base_url=BASE_URL, timeout=60) as http:
             yield Server(http, registry)
 
 

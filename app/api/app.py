@@ -1,46 +1,90 @@
-"""The FastAPI app factory: settings in, app out; the lifespan builds and tears down the registry."""
+"""The FastAPI app factory: settings in, app out; the lifespan builds and tears down the registry and the state."""
 
 import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from app import __version__
+from app.api.access import AccessPolicy, startup_notice, startup_refusal
 from app.api.errors import install_error_handlers
 from app.api.responses import FastJSONResponse
 from app.api.routes import health, native, tfserving, v2
+from app.errors import StateError
 from app.registry import Registry
 from app.settings import Settings
+from app.state import KeyRing, StateStore, open_state
+
+log = logging.getLogger("slotserve.api")
 
 DESCRIPTION = """
 One process, many clients' Keras models, each in its own fixed-size memory slot. A client's first load claims a
 free slot; later loads swap its model in place; unloading gives the slot back with its memory freed.
 
-Every error is `{"error": {"code": "...", "message": "..."}}`; the codes are listed under each route.
+**Authentication.** When the server has API keys (`slotserve keys add CLIENT`), every route but the health checks
+and these docs needs `Authorization: Bearer <key>` (the Authorize button above). A key is one client: it acts on
+its own client only, unless it is an admin key. Without keys the server answers loopback requests only.
+
+Every native error is `{"error": {"code": "...", "message": "..."}}`; the codes are listed under each route. The
+V2 and TF Serving routes answer `{"error": "..."}` as those protocols do.
 """
+KEY_FLUSH_S = 30.0  # how often keys' last uses are written to the state
 
 
-def create_app(settings: Settings, registry: Registry | None = None) -> FastAPI:
-    """Build the app. Without ``registry``, the lifespan plans the slots and builds one from ``settings``."""
+def create_app(settings: Settings, registry: Registry | None = None, state: StateStore | None = None) -> FastAPI:
+    """Build the app. Without ``registry``, the lifespan plans the slots and builds one from ``settings``; without
+    ``state``, it opens ``settings.state``. Whatever the lifespan opens, it closes."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        owned = registry or await asyncio.to_thread(Registry.from_settings, settings)
-        app.state.registry = owned
+        store = state or open_state(settings.state)
+        keys = KeyRing(store, settings.admin_key.get_secret_value() if settings.admin_key else None)
+        refusal = startup_refusal(settings, keys)
+        if refusal:
+            if state is None:
+                store.close()
+            raise StateError(refusal)
+        app.state.access = policy = AccessPolicy(settings, keys)
+        if notice := startup_notice(settings, policy):
+            log.warning(notice)
+        flusher = asyncio.get_running_loop().create_task(_flush_now_and_then(keys))
         try:
-            yield
+            owned = registry or await asyncio.to_thread(Registry.from_settings, settings)
+            app.state.registry = owned
+            try:
+                yield
+            finally:
+                app.state.registry = None
+                await owned.close()
         finally:
-            app.state.registry = None
-            await owned.close()
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+            await asyncio.to_thread(keys.flush)
+            if state is None:
+                await asyncio.to_thread(store.close)
 
     app = FastAPI(title="slotserve", version=__version__, description=DESCRIPTION, lifespan=lifespan,
                   default_response_class=FastJSONResponse)
     app.state.registry = None
+    app.state.access = None
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(native.router)
+    app.include_router(v2.health_router)
     app.include_router(v2.router)
     app.include_router(tfserving.router)
     return app
+
+
+async def _flush_now_and_then(keys: KeyRing) -> None:
+    while True:
+        await asyncio.sleep(KEY_FLUSH_S)
+        try:
+            await asyncio.to_thread(keys.flush)
+        except Exception:  # noqa: BLE001 - a busy or read-only state file must not stop the server
+            log.warning("could not record API keys' last use", exc_info=True)

@@ -1,10 +1,13 @@
-"""Typed dependencies shared by every router."""
+"""Typed dependencies shared by every router: the registry, the caller, and the client a request acts for."""
 
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from app.errors import InvalidRequest, SlotBusy
+from app.api.access import AccessPolicy, Caller
+from app.api.schemas import ClientName
+from app.errors import Forbidden, InvalidRequest, SlotBusy
 from app.names import is_valid_name
 from app.registry import Registry
 
@@ -19,21 +22,51 @@ async def get_registry(request: Request) -> Registry:
 
 RegistryDep = Annotated[Registry, Depends(get_registry)]
 
+# auto_error=False: a missing or malformed Authorization header is answered by our own 401 (in each protocol's
+# shape), not FastAPI's 403. Declaring the scheme gives /docs its Authorize button.
+_bearer = HTTPBearer(auto_error=False, description="An API key from `slotserve keys add CLIENT`.")
+
+
+async def get_caller(request: Request,
+                     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Caller:
+    """Who is calling: the key's client (401 without a valid key), or anyone on loopback in open mode."""
+    policy: AccessPolicy | None = getattr(request.app.state, "access", None)
+    if policy is None:
+        raise SlotBusy("The server is still starting; try again shortly.")
+    headers = request.headers
+    return policy.caller(request.method, headers.get("host"), headers.get("origin"),
+                         credentials.credentials if credentials else None)
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+async def get_owned_client(client: ClientName, caller: CallerDep) -> str:
+    """The ``{client}`` of a native route, which the caller must be (or be an admin): 403 otherwise."""
+    if not caller.may_act_for(client):
+        raise Forbidden("This API key may act only for its own client.")
+    return client
+
+
+OwnedClientDep = Annotated[str, Depends(get_owned_client)]
+
 DEFAULT_CLIENT = "default"
 
 
-async def get_client_id(
-    x_client_id: Annotated[str | None, Header(description="Calling client's id (default: 'default').")] = None,
-) -> str:
-    """The calling client on the protocol routes (V2, TF Serving): the ``X-Client-Id`` header, else "default".
-
-    The API keys on the roadmap will replace the header; routes depend on this function only.
-    """
-    if x_client_id is None:
-        return DEFAULT_CLIENT
-    if not is_valid_name(x_client_id):
-        raise InvalidRequest(f"X-Client-Id '{x_client_id}' is not a valid client name.")
-    return x_client_id
+async def get_client_id(request: Request, caller: CallerDep) -> str:
+    """The client a protocol request (V2, TF Serving) acts for: the key's client, or ``X-Client-Id`` for an admin
+    key and in open mode (``default`` when absent there). One ``X-Client-Id`` header at most."""
+    given = request.headers.getlist("x-client-id")
+    if len(given) > 1:
+        raise InvalidRequest("Send at most one X-Client-Id header.")
+    named = given[0] if given else None
+    if named is not None and not is_valid_name(named):
+        raise InvalidRequest("X-Client-Id is not a valid client name: use 1-64 letters, digits, '.', '_' and '-'.")
+    if named is None:
+        return caller.client or DEFAULT_CLIENT
+    if not caller.may_act_for(named):
+        raise Forbidden("X-Client-Id may name another client only with an admin key.")
+    return named
 
 
 ClientIdDep = Annotated[str, Depends(get_client_id)]

@@ -23,8 +23,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def render(err: errors.SlotServeError) -> FastJSONResponse:
-    headers = {"Retry-After": str(err.retry_after_s)} if isinstance(err, errors.SlotBusy) else None
-    return FastJSONResponse(err.to_dict(), status_code=err.status, headers=headers)
+    return FastJSONResponse(err.to_dict(), status_code=err.status, headers=err.headers())
 
 
 async def _slotserve_error(_: Request, exc: Exception) -> FastJSONResponse:

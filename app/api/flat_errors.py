@@ -21,9 +21,8 @@ StatusOf = Callable[[errors.SlotServeError], int]
 
 
 def flat_error(err: errors.SlotServeError, status: int) -> FastJSONResponse:
-    """``{"error": message}`` with ``status`` (and Retry-After when the slot is busy)."""
-    headers = {"Retry-After": str(err.retry_after_s)} if isinstance(err, errors.SlotBusy) else None
-    return FastJSONResponse({"error": err.message}, status_code=status, headers=headers)
+    """``{"error": message}`` with ``status`` and the error's headers (Retry-After, WWW-Authenticate)."""
+    return FastJSONResponse({"error": err.message}, status_code=status, headers=err.headers())
 
 
 def flat_error_route(status_of: StatusOf) -> type[APIRoute]:

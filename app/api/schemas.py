@@ -91,7 +91,8 @@ class SlotInfo(BaseModel):
     slot: int
     device: str
     kind: Literal["gpu", "cpu"]
-    state: Literal["empty", "loading", "ready", "unloading"]
+    state: Literal["empty", "loading", "ready", "unloading", "occupied"] = Field(
+        description="`occupied`: held by another client, as a tenant key sees other tenants' slots.")
     client: str | None
     model: str | None
     memory: Memory

@@ -81,8 +81,8 @@ def parse_infer(body: bytes, header_length: str | None) -> InferRequest:
         header, rest = view, view[len(view):]
     else:
         if not (header_length.isascii() and header_length.isdigit()) or int(header_length) > len(body):
-            raise InvalidRequest(f"Inference-Header-Content-Length '{header_length}' must be a number of bytes "
-                                 f"no larger than the body ({len(body)} bytes).")
+            raise InvalidRequest("Inference-Header-Content-Length must be a number of bytes no larger than the "
+                                 f"body ({len(body)} bytes).")
         header, rest = view[:int(header_length)], view[int(header_length):]
     try:
         request = orjson.loads(header)

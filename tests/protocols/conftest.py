@@ -26,8 +26,9 @@ def format_refs(format_store: tuple[Path, dict[str, Reference]]) -> dict[str, Re
 
 
 @pytest.fixture
-def format_settings(format_store: tuple[Path, dict[str, Reference]]) -> Settings:
-    return Settings(model_dir=format_store[0], slots=SLOTS, slot_memory_mb=SLOT_MB, device="cpu", busy_timeout_s=30)
+def format_settings(format_store: tuple[Path, dict[str, Reference]], tmp_path: Path) -> Settings:
+    return Settings(model_dir=format_store[0], slots=SLOTS, slot_memory_mb=SLOT_MB, device="cpu", busy_timeout_s=30,
+                    state=str(tmp_path / "state.db"))
 
 
 @pytest.fixture

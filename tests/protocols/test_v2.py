@@ -9,7 +9,7 @@ import pytest
 
 from app.api import create_app
 from app.settings import Settings
-from tests.conftest import SLOTS, Server, open_server
+from tests.conftest import BASE_URL, SLOTS, Server, open_server
 from tests.helpers import TOLERANCE
 from tests.models import Reference
 
@@ -79,14 +79,15 @@ def x_tensor(**fields: Any) -> dict[str, Any]:
 
 async def test_health_and_server_metadata(settings: Settings) -> None:
     app = create_app(settings)  # its lifespan has not run: no registry yet
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://slotserve") as http:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL) as http:
         assert (await http.get("/v2/health/live")).json() == {"live": True}
         assert "starting" in v2_error(await http.get("/v2/health/ready"), 503)
-        assert (await http.get("/v2")).json() == {"name": "slotserve", "version": "0.1.0",
-                                                  "extensions": ["binary_tensor_data", "model_repository"]}
+        assert "starting" in v2_error(await http.get("/v2"), 503)  # who may ask is not known yet either
     async with open_server(settings) as server:
         ready = await server.http.get("/v2/health/ready")
         assert ready.status_code == 200 and ready.json() == {"ready": True}
+        assert (await server.http.get("/v2")).json() == {"name": "slotserve", "version": "0.1.0",
+                                                         "extensions": ["binary_tensor_data", "model_repository"]}
 
 
 async def test_model_metadata(server: Server) -> None:

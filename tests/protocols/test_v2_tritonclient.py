@@ -6,6 +6,7 @@ The server runs in a thread of the test process, so it shares the session's Tens
 import socket
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from tritonclient.utils import InferenceServerException
 
 from app.api import create_app
 from app.settings import Settings
+from app.state import SQLiteState, create_key
 from tests.helpers import TOLERANCE
 from tests.models import Reference
 
@@ -31,8 +33,8 @@ class _Server(uvicorn.Server):
         self.up.set()
 
 
-@pytest.fixture
-def triton_client(settings: Settings) -> Iterator[triton.InferenceServerClient]:
+@contextmanager
+def triton_against(settings: Settings) -> Iterator[triton.InferenceServerClient]:
     """A tritonclient connected to slotserve on a free port; the server stops (and frees its models) after."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))  # the kernel picks a free port; uvicorn serves on this very socket
@@ -51,6 +53,12 @@ def triton_client(settings: Settings) -> Iterator[triton.InferenceServerClient]:
         thread.join(60)
         sock.close()
     assert not thread.is_alive()
+
+
+@pytest.fixture
+def triton_client(settings: Settings) -> Iterator[triton.InferenceServerClient]:
+    with triton_against(settings) as client:
+        yield client
 
 
 def headers(client: str) -> dict[str, str]:
@@ -146,3 +154,21 @@ def test_errors_reach_the_client(triton_client: triton.InferenceServerClient, re
         triton_client.load_model("big", headers=headers("erin"))
     assert raised.value.status() == "507"
     assert triton_client.is_model_ready("tiny", headers=headers("erin"))  # the failed swap kept its model
+
+
+def test_api_keys_in_the_clients_headers(settings: Settings, refs: dict[str, Reference]) -> None:
+    store = SQLiteState(settings.state)
+    key = create_key(store, "alice")[0]
+    store.close()
+    with triton_against(settings) as client:
+        assert client.is_server_ready()  # health needs no key
+        with pytest.raises(InferenceServerException) as raised:
+            client.load_model("tiny")
+        assert raised.value.status() == "401"
+        auth = {"Authorization": f"Bearer {key}"}
+        client.load_model("tiny", headers=dict(auth))  # tritonclient adds to the dict it is given: pass copies
+        assert client.is_model_ready("tiny", headers=dict(auth))
+        assert_matches(client.infer("tiny", inputs(refs["tiny"], True), headers=dict(auth)), refs["tiny"])
+        with pytest.raises(InferenceServerException) as raised:
+            client.infer("tiny", inputs(refs["tiny"], True), headers={**auth, "X-Client-Id": "bob"})
+        assert raised.value.status() == "403"

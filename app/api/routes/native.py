@@ -2,21 +2,27 @@
 
 from dataclasses import asdict
 
-from fastapi import APIRouter, Request
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
 
 from app import errors
-from app.api.deps import RegistryDep
+from app.api.access import Caller
+from app.api.deps import CallerDep, OwnedClientDep, RegistryDep, get_caller
 from app.api.errors import error_responses
 from app.api.responses import FastJSONResponse, read_json, read_model
 from app.api.schemas import (
-    PREDICT_BODY, PREDICT_RESPONSE, json_body, ClientName, ClientRecord, LoadRequest, LoadResponse, ModelList, SlotList,
+    PREDICT_BODY, PREDICT_RESPONSE, json_body, ClientRecord, LoadRequest, LoadResponse, ModelList, SlotList,
     UnloadResponse,
 )
 
-router = APIRouter(prefix="/v1")
+# every route needs a key when the server has keys; routes on /clients/{client} also need to own that client
+_AUTH_ERRORS = (errors.Unauthenticated, errors.Forbidden)
+router = APIRouter(prefix="/v1", dependencies=[Depends(get_caller)])
 
 
-@router.get("/models", response_model=ModelList, tags=["models"], summary="Models in the store")
+@router.get("/models", response_model=ModelList, tags=["models"], summary="Models in the store",
+            description="Open to every key.", responses=error_responses(*_AUTH_ERRORS))
 async def list_models(registry: RegistryDep) -> dict:
     return {"models": [{"name": m.name, "format": m.format, "size_bytes": m.size_bytes} for m in registry.models()]}
 
@@ -28,9 +34,10 @@ async def list_models(registry: RegistryDep) -> dict:
     "`side_by_side` when both models fit, else `replace`. If the load fails the client keeps its previous model, "
     "named in the error's `serving` field.",
     openapi_extra={"requestBody": json_body(LoadRequest)},
-    responses=error_responses(errors.ModelNotFound, errors.ModelInvalid, errors.NoFreeSlot, errors.ModelTooLarge),
+    responses=error_responses(*_AUTH_ERRORS, errors.ModelNotFound, errors.ModelInvalid, errors.NoFreeSlot,
+                              errors.ModelTooLarge),
 )
-async def load_model(client: ClientName, request: Request, registry: RegistryDep) -> dict:
+async def load_model(client: OwnedClientDep, request: Request, registry: RegistryDep) -> dict:
     body = await read_model(request, LoadRequest)
     result = await registry.load(client, body.model, body.max_batch_size, body.max_delay_us, body.version)
     return {**asdict(result.record), "load_ms": round(result.load_ms, 3), "previous_model": result.previous_model,
@@ -41,9 +48,10 @@ async def load_model(client: ClientName, request: Request, registry: RegistryDep
     "/clients/{client}/predict", tags=["clients"], summary="Predict with the client's model",
     openapi_extra={"requestBody": PREDICT_BODY},
     responses={200: PREDICT_RESPONSE, **error_responses(
-        errors.ClientNotFound, errors.InvalidInput, errors.PayloadTooLarge, errors.SlotBusy, errors.SlotOutOfMemory)},
+        *_AUTH_ERRORS, errors.ClientNotFound, errors.InvalidInput, errors.PayloadTooLarge, errors.SlotBusy,
+        errors.SlotOutOfMemory)},
 )
-async def predict(client: ClientName, request: Request, registry: RegistryDep) -> FastJSONResponse:
+async def predict(client: OwnedClientDep, request: Request, registry: RegistryDep) -> FastJSONResponse:
     # No pydantic model here: validating large nested float lists costs more than the model; the registry checks
     # shapes and dtypes against the model's own inputs instead.
     return FastJSONResponse(await registry.predict(client, await read_json(request)))
@@ -52,18 +60,28 @@ async def predict(client: ClientName, request: Request, registry: RegistryDep) -
 @router.delete(
     "/clients/{client}/model", response_model=UnloadResponse, tags=["clients"],
     summary="Unload the client's model and free its slot",
-    responses=error_responses(errors.ClientNotFound),
+    responses=error_responses(*_AUTH_ERRORS, errors.ClientNotFound),
 )
-async def unload_model(client: ClientName, registry: RegistryDep) -> dict:
+async def unload_model(client: OwnedClientDep, registry: RegistryDep) -> dict:
     return asdict(await registry.unload(client))
 
 
 @router.get("/clients/{client}", response_model=ClientRecord, tags=["clients"], summary="The client's record",
-            responses=error_responses(errors.ClientNotFound))
-async def get_client(client: ClientName, registry: RegistryDep) -> dict:
+            responses=error_responses(*_AUTH_ERRORS, errors.ClientNotFound))
+async def get_client(client: OwnedClientDep, registry: RegistryDep) -> dict:
     return asdict(await registry.client(client))
 
 
-@router.get("/slots", response_model=SlotList, tags=["slots"], summary="Every slot, empty ones included")
-async def list_slots(registry: RegistryDep) -> dict:
-    return {"slots": [asdict(s) for s in await registry.slot_records()]}
+@router.get("/slots", response_model=SlotList, tags=["slots"], summary="Every slot, empty ones included",
+            description="An admin key (and open mode) sees every slot in full. A tenant key sees its own slot in "
+            "full and every other slot only as `empty` or `occupied`, with its memory figures but not who holds "
+            "it or which model.", responses=error_responses(*_AUTH_ERRORS))
+async def list_slots(caller: CallerDep, registry: RegistryDep) -> dict:
+    return {"slots": [_visible(asdict(s), caller) for s in await registry.slot_records()]}
+
+
+def _visible(slot: dict[str, Any], caller: Caller) -> dict[str, Any]:
+    """A slot as ``caller`` may see it: in full if it may act for the slot's client, else without its holder."""
+    if slot["client"] is None or caller.may_act_for(slot["client"]):
+        return slot
+    return {**slot, "state": "occupied", "client": None, "model": None}

@@ -1,6 +1,7 @@
 """TF Serving's REST API, as a thin facade over the registry: predict, model status and model metadata.
 
-The model in the path must be the one the calling client (``X-Client-Id``, else "default") has loaded; loading goes
+The model in the path must be the one the calling client (its API key's; an admin key or open mode may name one with
+``X-Client-Id``, else "default") has loaded; loading goes
 through the native API or the V2 repository. A versioned SavedModel serves the version its client loaded; every
 other model has one version, "1". Errors are TF Serving's ``{"error": "<message>"}``, rendered here (not by the
 app's handlers, which keep the native shape) with TF Serving's status for each gRPC code: NOT_FOUND 404,
@@ -13,10 +14,10 @@ import logging
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Depends, Path, Request, Response
 
 from app import errors
-from app.api.deps import RegistryDep
+from app.api.deps import RegistryDep, get_caller
 from app.api.flat_errors import flat_error_route
 from app.api.model_routes import Handler, model_route
 from app.api.responses import FastJSONResponse, read_json
@@ -42,6 +43,8 @@ def _status(err: errors.SlotServeError) -> int:
 _TEXT, _ANY = {"type": "string"}, {}
 ERROR = {"type": "object", "required": ["error"], "properties": {"error": _TEXT}}
 _NOTES = {400: "INVALID_ARGUMENT / FAILED_PRECONDITION: bad name, version, body, signature or tensor",
+          401: "UNAUTHENTICATED: no API key, or an unknown or revoked one (with WWW-Authenticate: Bearer)",
+          403: "PERMISSION_DENIED: X-Client-Id names another client without an admin key",
           404: "NOT_FOUND: no such model (or version) in the store, or the calling client has not loaded it",
           413: "The body or its row count is over the server's limit",
           503: "UNAVAILABLE: the client's slot is mid-swap (sent with Retry-After), or the server is starting",
@@ -77,11 +80,12 @@ PREDICT_BODY = {"requestBody": {"required": True, "content": {"application/json"
 def _docs(schema: dict[str, Any], *statuses: int) -> dict[int | str, dict[str, Any]]:
     error = {"application/json": {"schema": ERROR}}
     return {200: {"description": "Success", "content": {"application/json": {"schema": schema}}},
-            **{s: {"description": _NOTES[s], "content": error} for s in (400, 404, 503, *statuses)},
+            **{s: {"description": _NOTES[s], "content": error} for s in (400, 401, 403, 404, 503, *statuses)},
             "default": {"description": "Any other error, same shape", "content": error}}
 
 
-router = APIRouter(prefix="/v1/models", tags=["TF Serving REST"], route_class=flat_error_route(_status))
+router = APIRouter(prefix="/v1/models", tags=["TF Serving REST"], route_class=flat_error_route(_status),
+                   dependencies=[Depends(get_caller)])
 ModelName = Annotated[str, Path(pattern=NAME_PATTERN, description="A model in the store.", examples=["tiny"])]
 ModelVersion = Annotated[str, Path(pattern=r"^\d{1,18}$", description="The model version (digits).",
                                    examples=["1"])]

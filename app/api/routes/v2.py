@@ -1,6 +1,7 @@
 """The Open Inference Protocol (KServe V2 / Triton) over REST: a thin facade over the one registry.
 
-The model name in a URL is a model in the store; the caller is the ``X-Client-Id`` header ("default" when absent).
+The model name in a URL is a model in the store; the caller is its API key's client (an admin key, or open mode, may
+name another with the ``X-Client-Id`` header; "default" when absent in open mode). Health routes need no key.
 Loading a model puts it in the caller's slot (swapping out what it had); inference and metadata need the caller to
 have loaded that model. A model's version is a versioned SavedModel's own number, else "1". Errors are ``{"error": "<message>"}`` with Triton's
 status codes, rendered by this router's own route class so the native API keeps its own error shape.
@@ -13,11 +14,11 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Depends, Path, Request, Response
 
 from app import __version__, errors
 from app.api import v2_codec as codec
-from app.api.deps import ClientIdDep, RegistryDep
+from app.api.deps import ClientIdDep, RegistryDep, get_caller
 from app.api.flat_errors import flat_error_route
 from app.api.model_routes import Handler, model_route
 from app.api.responses import FastJSONResponse, read_body, too_large
@@ -70,16 +71,20 @@ INFER_RESPONSE = _obj(model_name=_text(), model_version=_text(), id=_text("The r
 SERVER_METADATA = _obj(name=_text(enum=["slotserve"]), version=_text(), extensions=_arr(_text()))
 _LOAD_BODY = _obj(parameters={"type": "object", "description": "Accepted; `config` and `file:` overrides are refused."})
 _NOTES = {400: "Bad request or tensor, unknown model, or a model the caller has not loaded.",
+          401: "No API key, or an unknown or revoked one (sent with WWW-Authenticate: Bearer).",
+          403: "X-Client-Id names another client without an admin key.",
           413: "The body is over the server's max_body_mb.", 503: "Starting, no free slot, or the slot is busy.",
           507: "model_too_large or slot_out_of_memory."}
 
 
-def _docs(schema: dict[str, Any], *statuses: int, binary: bool = False) -> dict[int | str, dict[str, Any]]:
+def _docs(schema: dict[str, Any], *statuses: int, binary: bool = False,
+          authenticated: bool = True) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses``: ``schema`` on success (JSON, or its binary extension), V2 errors for ``statuses``."""
     ok = {"application/json": {"schema": schema}} | ({"application/octet-stream": {}} if binary else {})
     # "default" also keeps FastAPI from documenting a 422 these routes never send (their validation errors are 400)
     return {200: {"description": "Success", "content": ok}, **{
-        s: {"description": _NOTES[s], "content": {"application/json": {"schema": ERROR}}} for s in statuses},
+        s: {"description": _NOTES[s], "content": {"application/json": {"schema": ERROR}}}
+        for s in ((401, 403, *statuses) if authenticated else statuses)},
         "default": {"description": "Any other error, same shape", "content": {"application/json": {"schema": ERROR}}}}
 
 
@@ -88,17 +93,21 @@ def _request_body(schema: dict[str, Any], required: bool = False, **examples: An
     return {"requestBody": {"required": required, "content": {"application/json": content}}}
 
 
-router = APIRouter(prefix="/v2", tags=["Open Inference Protocol (V2)"], route_class=flat_error_route(_status))
+_ROUTE = flat_error_route(_status)
+health_router = APIRouter(prefix="/v2", tags=["Open Inference Protocol (V2)"], route_class=_ROUTE)  # no key needed
+router = APIRouter(prefix="/v2", tags=["Open Inference Protocol (V2)"], route_class=_ROUTE,
+                   dependencies=[Depends(get_caller)])
 ModelName = Annotated[str, Path(pattern=NAME_PATTERN, description="A model in the store.", examples=["tiny"])]
 ModelVersion = Annotated[str, Path(description="The model version: a versioned SavedModel's number, else \"1\".", examples=["1"])]
 
 
-@router.get("/health/live", summary="The server is live", responses=_docs(_obj(live=_BOOL)))
+@health_router.get("/health/live", summary="The server is live", responses=_docs(_obj(live=_BOOL), authenticated=False))
 async def live() -> dict[str, bool]:
     return {"live": True}
 
 
-@router.get("/health/ready", summary="The server is ready (its slots exist)", responses=_docs(_obj(ready=_BOOL), 503))
+@health_router.get("/health/ready", summary="The server is ready (its slots exist)",
+                   responses=_docs(_obj(ready=_BOOL), 503, authenticated=False))
 async def ready(registry: RegistryDep) -> dict[str, bool]:
     return {"ready": True}
 
@@ -145,7 +154,7 @@ def _decompress(raw: bytes, encoding: str, limit: int, too_large: errors.Payload
     if encoding in ("", "identity"):
         return raw
     if encoding not in ("gzip", "deflate"):
-        raise errors.InvalidRequest(f"Content-Encoding '{encoding}' is not supported; use gzip, deflate or none.")
+        raise errors.InvalidRequest("The request's Content-Encoding is not supported; use gzip, deflate or none.")
     inflater = zlib.decompressobj(zlib.MAX_WBITS | 16 if encoding == "gzip" else zlib.MAX_WBITS)
     try:
         body = inflater.decompress(raw, limit + 1)

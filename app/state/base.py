@@ -1,0 +1,55 @@
+"""The state store's interface and records, shared by every backend."""
+
+from abc import ABC, abstractmethod
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    """One API key as stored: never the key itself, only its SHA-256 digest.
+
+    ``id`` is a short public name for the key (shown by ``keys list``, used to revoke one key of several);
+    times are seconds since the epoch.
+    """
+
+    id: str
+    client: str
+    admin: bool
+    digest: str
+    created_at: float
+    last_used_at: float | None = None
+
+
+class StateStore(ABC):
+    """Durable server state behind one small interface. Every method may be called from any thread."""
+
+    #: where the state lives, for messages (a path; never a password)
+    location: str
+
+    @abstractmethod
+    def add_key(self, record: KeyRecord) -> None:
+        """Store a new key (its digest and who it belongs to)."""
+
+    @abstractmethod
+    def active_keys(self) -> list[KeyRecord]:
+        """Every key that has not been revoked, oldest first."""
+
+    @abstractmethod
+    def revoke_keys(self, client: str, key_id: str | None = None) -> int:
+        """Revoke the client's keys (only ``key_id`` when given); return how many were revoked."""
+
+    @abstractmethod
+    def record_key_use(self, used: Mapping[str, float]) -> None:
+        """Write each key's last use (key id -> time); older times never overwrite newer ones."""
+
+    @abstractmethod
+    def change_marker(self) -> Hashable:
+        """A value that differs from the last one returned once another process or connection changed the state.
+
+        Cheap enough to call on every request: the key ring re-reads the keys only when it changes.
+        """
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release every connection."""
