@@ -1,14 +1,16 @@
 """Server configuration: one pydantic-settings class, built once and passed down (never a global)."""
 
+import ipaddress
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from app.state.keys import MIN_ADMIN_KEY_CHARS
 
 MIB = 1 << 20
+MIN_ADMIN_KEY_CHARS = 32
 
 
 class Settings(BaseSettings):
@@ -45,7 +47,8 @@ class Settings(BaseSettings):
         None, description=f"An admin API key from the environment (at least {MIN_ADMIN_KEY_CHARS} characters), "
         "acting as client 'admin'; for containers. Turns authentication on.")
     no_auth: bool = Field(
-        False, description="Serve without authentication even on a non-loopback address (and ignore any keys).")
+        False, description="Start without keys even on a non-loopback address, on purpose. Keys, when there are "
+        "any, still win: authentication is on whenever the state holds a key or an admin key is set.")
     allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Host names accepted besides loopback ones when serving without keys "
         "(comma-separated; '*' accepts any). Also enforced with keys when given.")
@@ -61,11 +64,27 @@ class Settings(BaseSettings):
     @field_validator("allowed_hosts", mode="before")
     @classmethod
     def _split_hosts(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [host.strip().lower() for host in value.split(",") if host.strip()]
-        return value
+        hosts = value.split(",") if isinstance(value, str) else value
+        if not isinstance(hosts, list):
+            return value
+        cleaned = [str(host).strip().lower().removeprefix("[").removesuffix("]") for host in hosts]
+        cleaned = [host for host in cleaned if host]
+        if not all(host == "*" or _is_host(host) for host in cleaned):
+            raise ValueError("allowed hosts are host names or IP addresses, without a port or a path, or '*'")
+        return cleaned
 
     @property
     def slot_memory_bytes(self) -> int:
         """The per-slot limit in bytes, exactly ``slot_memory_mb`` x 2^20."""
         return self.slot_memory_mb * MIB
+
+
+_HOST_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*")
+
+
+def _is_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return bool(_HOST_NAME.fullmatch(host))

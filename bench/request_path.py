@@ -48,7 +48,8 @@ async def per_call_us_async(fn, n: int = N) -> float:
 
 
 async def measure(models: Path, model: str) -> None:
-    settings = Settings(model_dir=models, slots=2, slot_memory_mb=64, device="cpu", state=str(models / "state.db"))
+    state = Path(tempfile.mkdtemp(prefix="slotserve-state-")) / "state.db"
+    settings = Settings(model_dir=models, slots=2, slot_memory_mb=64, device="cpu", state=str(state))
     registry = Registry.from_settings(settings)
     application = create_app(settings, registry)
     async with application.router.lifespan_context(application):
@@ -72,9 +73,11 @@ async def measure(models: Path, model: str) -> None:
                 lambda: orjson.dumps(format_response(outputs, servable.outputs, columnar),
                                      option=orjson.OPT_SERIALIZE_NUMPY)),
         }
-        ring = KeyRing(SQLiteState(models / "keys.db"))
-        key, _ = create_key(SQLiteState(models / "keys.db"), "c")
+        keys = SQLiteState(Path(tempfile.mkdtemp(prefix="slotserve-keys-")) / "keys.db")
+        key, _ = create_key(keys, "c")
+        ring = KeyRing(keys)
         stages["authenticate an API key (digest + cache)"] = per_call_us(lambda: ring.authenticate(key))
+        keys.close()
         transport = httpx.ASGITransport(app=application)
         async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
             stages["whole request via ASGI (+ httpx client)"] = await per_call_us_async(

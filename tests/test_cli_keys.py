@@ -1,6 +1,7 @@
 """``slotserve keys`` and the start-up policy, as an operator runs them: real processes, real files."""
 
 import json
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -40,8 +41,11 @@ def test_keys_add_list_revoke(tmp_path: Path) -> None:
 
 
 def test_keys_commands_check_names_and_never_load_tensorflow(tmp_path: Path) -> None:
-    bad = run("keys", "add", "../alice", "--state", str(tmp_path / "s.db"))
-    assert bad.returncode == 2 and bad.stderr.startswith("slotserve: error:") and bad.stderr.count("\n") == 1
+    for args in (["add", "../alice"], ["add", "admin"], ["list"], ["revoke", "alice"]):
+        bad = run("keys", *args, "--state", str(tmp_path / "typo.db"))
+        assert bad.returncode == 2 and bad.stderr.startswith("slotserve: error:") and bad.stderr.count("\n") == 1
+    assert "no state file" in bad.stderr and not (tmp_path / "typo.db").exists()  # a typo is not "no keys"
+    add_key(tmp_path / "s.db", "admin", "--admin")  # 'admin' is the environment admin's client: admins only
     code = ("import sys, app.cli; status = app.cli.main(['keys', 'list', '--state', sys.argv[1]]); "
             "print('tensorflow' in sys.modules, status)")
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "s.db")], capture_output=True, text=True)
@@ -62,6 +66,13 @@ def test_no_auth_serves_a_non_loopback_bind_open_with_host_checks(model_dir: Pat
         assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"
     warnings = [line for line in server.output.splitlines() if "WITHOUT authentication" in line]
     assert len(warnings) == 1 and "--no-auth was given" in warnings[0]
+
+
+def test_a_port_in_use_is_one_line(model_dir: Path, tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        done = run("serve", "--model-dir", str(model_dir), "--state", str(tmp_path / "s.db"), "--port", str(port))
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "cannot listen on 127.0.0.1" in done.stderr
 
 
 def test_a_short_admin_key_is_refused_without_repeating_it(model_dir: Path, tmp_path: Path) -> None:

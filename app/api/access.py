@@ -1,10 +1,11 @@
-"""Who may call what: API keys when the server has any, else open mode limited to loopback Host and Origin.
+"""Who may call what: API keys when the server has any, else open mode limited to loopback Host and same-origin.
 
-``AccessPolicy`` is built once per app. Authentication is on when the state holds a key or ``SLOTSERVE_ADMIN_KEY`` is
-set, and once on it stays on for the process (a key added while serving turns it on; revoking the last one never
-turns it off). Open mode serves only requests addressed to a loopback name (or an allowed host), so a page in the
-operator's browser cannot reach the server through DNS rebinding, and refuses state-changing requests whose
-``Origin`` is another site. Nothing here imports TensorFlow.
+``AccessPolicy`` is built once per app. Authentication is on whenever the state holds a key or
+``SLOTSERVE_ADMIN_KEY`` is set, ``--no-auth`` or not; once on it stays on for the process (a key added while
+serving turns it on; revoking the last one never turns it off). Open mode serves only requests addressed to a
+loopback name (or an allowed host), so a page in the operator's browser cannot reach the server through DNS
+rebinding, and refuses state-changing requests whose ``Origin`` is not the server's own origin, so a page of another
+site cannot load, swap or unload through a form or a ``text/plain`` POST. Nothing here imports TensorFlow.
 """
 
 import ipaddress
@@ -14,12 +15,16 @@ from dataclasses import dataclass
 
 from app.errors import Forbidden, Unauthenticated
 from app.settings import Settings
-from app.state import KeyRing
+from app.state import KeyRing, StateStore
 
 log = logging.getLogger("slotserve.api")
 
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+_AUTHORITY = re.compile(r"(\[[0-9a-f:.]+\]|[^:\[\]]+)(?::([0-9]{1,5}))?")
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
 
 
 @dataclass(frozen=True)
@@ -37,56 +42,67 @@ class Caller:
 OPEN_CALLER = Caller(None, admin=True)
 
 
+@dataclass(frozen=True)
+class RequestHeaders:
+    """The headers access depends on, each as every value the request sent (two of one is refused)."""
+
+    method: str
+    scheme: str
+    host: list[str]
+    origin: list[str]
+    authorization: list[str]
+
+
 class AccessPolicy:
     """Decides, per request, who the caller is (or refuses it)."""
 
     def __init__(self, settings: Settings, keys: KeyRing) -> None:
         self.keys = keys
-        self.no_auth = settings.no_auth
         self.allowed_hosts = frozenset(settings.allowed_hosts)
         self._explicit_hosts = bool(settings.allowed_hosts)
-        self._authenticating = not self.no_auth and keys.has_keys()
+        self._authenticating = keys.has_keys()
 
-    @property
     def authenticating(self) -> bool:
-        """Whether requests need a key. Turns on, never off, when a key appears in the state while serving."""
-        if not self._authenticating and not self.no_auth and self.keys.has_keys():
-            log.warning("an API key was added: authentication is now on")
+        """Whether requests need a key: turned on for good when a key appears in the state while serving."""
+        if not self._authenticating and self.keys.has_keys():
+            log.warning("an API key was added to the state: authentication is now on")
             self._authenticating = True
         return self._authenticating
 
-    def caller(self, method: str, host: str | None, origin: str | None, bearer: str | None) -> Caller:
-        """The caller of a request, from its method, ``Host``, ``Origin`` and bearer key; raises ``Unauthenticated``
-        or ``Forbidden``. Messages never repeat a header's value."""
-        if self.authenticating:
+    def caller(self, request: RequestHeaders) -> Caller:
+        """The caller of a request; raises ``Unauthenticated`` or ``Forbidden``. Messages never repeat a header."""
+        if self.authenticating():
             if self._explicit_hosts:
-                self._check_host(host)
-            if not bearer:
-                raise Unauthenticated("This server needs an API key: send 'Authorization: Bearer <key>'.")
-            principal = self.keys.authenticate(bearer)
-            if principal is None:
-                raise Unauthenticated("The API key is not valid (unknown or revoked).")
-            return Caller(principal.client, principal.admin)
-        self._check_host(host)
-        if method not in SAFE_METHODS and origin is not None and not self._allowed(_hostname(origin, url=True)):
+                self._check_host(request.host)
+            return Caller(*self._principal(request.authorization))
+        self._check_host(request.host)
+        if request.method not in SAFE_METHODS and request.origin and not _same_origin(request):
             raise Forbidden("Requests that change state are refused from another site's page (Origin).")
         return OPEN_CALLER
 
-    def _check_host(self, host: str | None) -> None:
-        if not self._allowed(_hostname(host)):
+    def _principal(self, authorization: list[str]) -> tuple[str, bool]:
+        if len(authorization) > 1:
+            raise Unauthenticated("Send one Authorization header.")
+        scheme, _, key = authorization[0].partition(" ") if authorization else ("", "", "")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise Unauthenticated("This server needs an API key: send 'Authorization: Bearer <key>'.")
+        principal = self.keys.authenticate(key.strip())
+        if principal is None:
+            raise Unauthenticated("The API key is not valid (unknown or revoked).")
+        return principal.client, principal.admin
+
+    def _check_host(self, host: list[str]) -> None:
+        name = _authority(host[0])[0] if len(host) == 1 else None
+        allowed = name is not None and (is_loopback(name) or name in self.allowed_hosts or "*" in self.allowed_hosts)
+        if not allowed:
             raise Forbidden("This server answers only requests addressed to a loopback name or an allowed host "
                             "(see --allowed-hosts).")
 
-    def _allowed(self, hostname: str | None) -> bool:
-        if hostname is None:
-            return False
-        return is_loopback(hostname) or hostname in self.allowed_hosts or "*" in self.allowed_hosts
-
 
 def is_loopback(host: str) -> bool:
-    """True for a loopback address or name (127.0.0.0/8, ::1, localhost)."""
+    """True for a loopback address or name (127.0.0.0/8, ::1, localhost and names under .localhost)."""
     host = host.strip("[]").lower()
-    if host in LOOPBACK_NAMES or host.endswith(".localhost"):
+    if host in LOOPBACK_NAMES or (host.endswith(".localhost") and _NAME.fullmatch(host)):
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -94,9 +110,9 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def startup_refusal(settings: Settings, keys: KeyRing) -> str | None:
+def startup_refusal(settings: Settings, state: StateStore) -> str | None:
     """Why the server must not start as configured (no key, not loopback, no ``--no-auth``), or ``None``."""
-    if settings.no_auth or keys.has_keys() or is_loopback(settings.host):
+    if settings.no_auth or settings.admin_key or state.active_keys() or is_loopback(settings.host):
         return None
     return (f"refusing to serve {settings.host} without authentication: add a key "
             f"(slotserve keys add CLIENT --state {settings.state}), set SLOTSERVE_ADMIN_KEY, "
@@ -105,26 +121,38 @@ def startup_refusal(settings: Settings, keys: KeyRing) -> str | None:
 
 def startup_notice(settings: Settings, policy: AccessPolicy) -> str | None:
     """The one warning line for a server that runs without authentication, or ``None``."""
-    if policy.authenticating:
+    if policy.authenticating():
         return None
     hosts = ", ".join(sorted(policy.allowed_hosts)) or "none"
     why = "--no-auth was given" if settings.no_auth else f"the state file {settings.state} holds no API key"
     return (f"serving WITHOUT authentication ({why}): only requests addressed to loopback names are answered "
-            f"(allowed hosts besides: {hosts}) and cross-site state changes are refused; "
-            "add a key with: slotserve keys add CLIENT")
+            f"(allowed hosts besides: {hosts}) and state changes from other sites' pages are refused; "
+            "adding a key (slotserve keys add CLIENT) turns authentication on at once")
 
 
-_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:[0-9]{1,5})?")
+def _authority(value: str) -> tuple[str | None, str | None]:
+    """(host name, port) of ``name[:port]`` or ``[v6]:port``; ``(None, None)`` for anything else."""
+    match = _AUTHORITY.fullmatch(value.strip().lower())
+    if match is None:
+        return None, None
+    name = match.group(1)
+    if name.startswith("["):
+        try:
+            ipaddress.IPv6Address(name[1:-1])
+        except ValueError:
+            return None, None
+        return name[1:-1], match.group(2)
+    return (name, match.group(2)) if _NAME.fullmatch(name) else (None, None)
 
 
-def _hostname(value: str | None, url: bool = False) -> str | None:
-    """The host name of a ``Host`` header (``name[:port]``) or of an ``Origin`` (``scheme://name[:port]``);
-    ``None`` for anything else (no user info, no path, no odd characters: ``null`` included)."""
-    if not value:
-        return None
-    if url:
-        scheme, _, value = value.partition("://")
-        if scheme.lower() not in ("http", "https"):
-            return None
-    match = _HOST.fullmatch(value)
-    return match.group(1).strip("[]").lower() if match else None
+def _same_origin(request: RequestHeaders) -> bool:
+    """Whether the one ``Origin`` is this server's own origin: the same scheme, host and port as the request."""
+    if len(request.origin) != 1 or len(request.host) != 1:
+        return False
+    scheme, sep, authority = request.origin[0].partition("://")
+    if not sep or scheme.lower() != request.scheme:
+        return False
+    origin_host, origin_port = _authority(authority)
+    host, port = _authority(request.host[0])
+    default = _DEFAULT_PORTS.get(request.scheme)
+    return origin_host is not None and (origin_host, origin_port or default) == (host, port or default)

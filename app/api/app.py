@@ -41,12 +41,12 @@ def create_app(settings: Settings, registry: Registry | None = None, state: Stat
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = state or open_state(settings.state)
-        keys = KeyRing(store, settings.admin_key.get_secret_value() if settings.admin_key else None)
-        refusal = startup_refusal(settings, keys)
+        refusal = startup_refusal(settings, store)
         if refusal:
             if state is None:
                 store.close()
             raise StateError(refusal)
+        keys = KeyRing(store, settings.admin_key.get_secret_value() if settings.admin_key else None)
         app.state.access = policy = AccessPolicy(settings, keys)
         if notice := startup_notice(settings, policy):
             log.warning(notice)

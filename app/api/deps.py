@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from app.api.access import AccessPolicy, Caller
+from app.api.access import AccessPolicy, Caller, RequestHeaders
 from app.api.schemas import ClientName
 from app.errors import Forbidden, InvalidRequest, SlotBusy
 from app.names import is_valid_name
@@ -22,20 +22,19 @@ async def get_registry(request: Request) -> Registry:
 
 RegistryDep = Annotated[Registry, Depends(get_registry)]
 
-# auto_error=False: a missing or malformed Authorization header is answered by our own 401 (in each protocol's
-# shape), not FastAPI's 403. Declaring the scheme gives /docs its Authorize button.
+# Declared for /docs (its Authorize button); the key itself is read by the access policy, which also refuses
+# duplicate headers and answers 401 in each protocol's shape.
 _bearer = HTTPBearer(auto_error=False, description="An API key from `slotserve keys add CLIENT`.")
 
 
-async def get_caller(request: Request,
-                     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Caller:
+async def get_caller(request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Caller:
     """Who is calling: the key's client (401 without a valid key), or anyone on loopback in open mode."""
     policy: AccessPolicy | None = getattr(request.app.state, "access", None)
     if policy is None:
         raise SlotBusy("The server is still starting; try again shortly.")
     headers = request.headers
-    return policy.caller(request.method, headers.get("host"), headers.get("origin"),
-                         credentials.credentials if credentials else None)
+    return policy.caller(RequestHeaders(request.method, request.url.scheme, headers.getlist("host"),
+                                        headers.getlist("origin"), headers.getlist("authorization")))
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]

@@ -13,6 +13,7 @@ from app.cli.common import add_state_flag, fail, settings_from
 from app.errors import StateError
 from app.names import is_valid_name
 from app.state import StateStore, create_key, open_state
+from app.state.keys import ENV_ADMIN_CLIENT
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -28,27 +29,33 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     revoke.add_argument("--id", dest="key_id", help="revoke only this key (an id from keys list)")
     for verb, handler in ((add, _add), (listing, _list), (revoke, _revoke)):
         add_state_flag(verb)
-        verb.set_defaults(run=lambda args, handler=handler: _with_state(args, handler))
+        verb.set_defaults(run=handler)
 
 
-def _with_state(args: argparse.Namespace, handler) -> int:
+def _open(args: argparse.Namespace, create: bool = False) -> StateStore | str:
+    """The state store named by --state / SLOTSERVE_STATE, or a one-line reason it cannot be opened. Only `add`
+    creates a missing file: a mistyped path must not look like a state with no keys."""
     settings = settings_from(args, ("state",))
     if isinstance(settings, str):
-        return fail(settings)
+        return settings
     try:
-        store = open_state(settings.state)
+        return open_state(settings.state, create)
     except StateError as exc:
-        return fail(str(exc))
-    try:
-        return handler(store, args)
-    finally:
-        store.close()
+        return str(exc)
 
 
-def _add(store: StateStore, args: argparse.Namespace) -> int:
+def _add(args: argparse.Namespace) -> int:
     if not is_valid_name(args.client):
         return fail("a client name is 1-64 letters, digits, '.', '_' and '-', starting with a letter or digit")
-    key, record = create_key(store, args.client, args.admin)
+    if args.client == ENV_ADMIN_CLIENT and not args.admin:
+        return fail(f"'{ENV_ADMIN_CLIENT}' is the client of SLOTSERVE_ADMIN_KEY; give a tenant another name")
+    store = _open(args, create=True)
+    if isinstance(store, str):
+        return fail(store)
+    try:
+        key, record = create_key(store, args.client, args.admin)
+    finally:
+        store.close()
     print(key)
     kind = "admin key" if record.admin else "key"
     print(f"{kind} {record.id} for client '{record.client}' stored in {store.location}; "
@@ -56,8 +63,14 @@ def _add(store: StateStore, args: argparse.Namespace) -> int:
     return 0
 
 
-def _list(store: StateStore, args: argparse.Namespace) -> int:
-    records = store.active_keys()
+def _list(args: argparse.Namespace) -> int:
+    store = _open(args)
+    if isinstance(store, str):
+        return fail(store)
+    try:
+        records = store.active_keys()
+    finally:
+        store.close()
     if args.json:
         print(json.dumps([{"id": r.id, "client": r.client, "admin": r.admin, "created": _when(r.created_at),
                            "last_used": _when(r.last_used_at)} for r in records]))
@@ -71,8 +84,14 @@ def _list(store: StateStore, args: argparse.Namespace) -> int:
     return 0
 
 
-def _revoke(store: StateStore, args: argparse.Namespace) -> int:
-    count = store.revoke_keys(args.client, args.key_id)
+def _revoke(args: argparse.Namespace) -> int:
+    store = _open(args)
+    if isinstance(store, str):
+        return fail(store)
+    try:
+        count = store.revoke_keys(args.client, args.key_id)
+    finally:
+        store.close()
     if not count:
         which = f"key {args.key_id} of client" if args.key_id else "active key for client"
         return fail(f"no {which} '{args.client}' in {store.location}", status=1)

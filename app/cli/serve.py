@@ -2,11 +2,13 @@
 
 import argparse
 import logging
+import socket
 from pathlib import Path
 
 from app.cli.common import add_state_flag, fail, settings_from
 from app.errors import PlanError, StateError
 from app.settings import Settings
+from app.state import StateStore, open_state
 
 _SETTINGS = ("host", "port", "model_dir", "slots", "slot_memory_mb", "device", "state", "no_auth", "allowed_hosts")
 
@@ -21,7 +23,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--device", choices=["auto", "gpu", "cpu"], help="device kind (default auto)")
     add_state_flag(serve)
     serve.add_argument("--no-auth", action="store_true", default=None,
-                       help="serve without API keys even on a non-loopback address (on purpose)")
+                       help="start without keys even on a non-loopback address, on purpose (keys, when any exist, still win)")
     serve.add_argument("--allowed-hosts", help="comma-separated host names answered besides loopback ones "
                        "('*': any); enforced in open mode, and with keys when given")
     serve.set_defaults(run=run)
@@ -40,22 +42,26 @@ def serve(settings: Settings) -> int:
     if not settings.model_dir.is_dir():
         return fail(f"model directory {settings.model_dir} does not exist (slotserve demo-models DIR writes one)")
     from app.api.access import startup_refusal
-    from app.state import KeyRing, open_state
 
     try:
         state = open_state(settings.state)
     except StateError as exc:
         return fail(str(exc))
     try:
-        admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
-        if refusal := startup_refusal(settings, KeyRing(state, admin_key)):
+        if refusal := startup_refusal(settings, state):
             return fail(refusal)
-        return _serve(settings, state)
+        try:
+            sock = socket.create_server((settings.host, settings.port),
+                                        family=socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
+        except OSError as exc:
+            return fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}")
+        with sock:
+            return _serve(settings, state, sock)
     finally:
         state.close()
 
 
-def _serve(settings: Settings, state: object) -> int:
+def _serve(settings: Settings, state: StateStore, sock: socket.socket) -> int:
     import uvicorn
 
     from app.api import create_app
@@ -65,6 +71,6 @@ def _serve(settings: Settings, state: object) -> int:
         plan_partitions(settings.slots, settings.slot_memory_mb, settings.device)
     except PlanError as exc:
         return fail(f"cannot plan slots: {exc}")
-    app = create_app(settings, state=state)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower())
+    config = uvicorn.Config(create_app(settings, state=state), log_level=settings.log_level.lower())
+    uvicorn.Server(config).run(sockets=[sock])
     return 0

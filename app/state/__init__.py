@@ -5,17 +5,16 @@ opens it once at start-up; the ``slotserve keys`` commands open the same file fr
 sees their changes on its next request. Nothing here imports TensorFlow.
 """
 
-from app.state.base import KeyRecord, StateStore
+from app.state.base import KeyConflict, KeyRecord, StateStore
 from app.state.keys import KeyRing, Principal, create_key, key_digest
 from app.state.sqlite import SQLiteState
 
 
-def open_state(location: str) -> StateStore:
-    """The state store at ``location``: a SQLite file path (created with its schema when missing).
-
-    Raises ``StateError`` with a one-line reason when it cannot be opened or migrated.
+def open_state(location: str, create: bool = True) -> StateStore:
+    """The state store at ``location``: a SQLite file path (created with its schema when missing, unless
+    ``create`` is false). Raises ``StateError`` with a one-line reason when it cannot be opened or migrated.
     """
-    return SQLiteState(location)
+    return SQLiteState(location, create)
 
 
-__all__ = ["KeyRecord", "KeyRing", "Principal", "SQLiteState", "StateStore", "create_key", "key_digest", "open_state"]
+__all__ = ["KeyConflict", "KeyRecord", "KeyRing", "Principal", "SQLiteState", "StateStore", "create_key", "key_digest", "open_state"]

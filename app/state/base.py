@@ -21,6 +21,10 @@ class KeyRecord:
     last_used_at: float | None = None
 
 
+class KeyConflict(Exception):
+    """A new key's id (or digest) is already stored: make another."""
+
+
 class StateStore(ABC):
     """Durable server state behind one small interface. Every method may be called from any thread."""
 
@@ -29,7 +33,7 @@ class StateStore(ABC):
 
     @abstractmethod
     def add_key(self, record: KeyRecord) -> None:
-        """Store a new key (its digest and who it belongs to)."""
+        """Store a new key (its digest and who it belongs to); ``KeyConflict`` if its id is taken."""
 
     @abstractmethod
     def active_keys(self) -> list[KeyRecord]:

@@ -14,11 +14,10 @@ import time
 from collections.abc import Hashable
 from dataclasses import dataclass
 
-from app.state.base import KeyRecord, StateStore
+from app.state.base import KeyConflict, KeyRecord, StateStore
 
 KEY_PREFIX = "ssk_"
 ENV_ADMIN_CLIENT = "admin"  # the client an admin key from SLOTSERVE_ADMIN_KEY acts as by default
-MIN_ADMIN_KEY_CHARS = 32
 
 
 @dataclass(frozen=True)
@@ -37,10 +36,15 @@ def key_digest(key: str) -> str:
 
 def create_key(store: StateStore, client: str, admin: bool = False) -> tuple[str, KeyRecord]:
     """Make a new key for ``client`` and store its digest; return (the key, which is never stored, and its record)."""
-    key = KEY_PREFIX + secrets.token_urlsafe(32)
-    record = KeyRecord(secrets.token_hex(4), client, admin, key_digest(key), time.time())
-    store.add_key(record)
-    return key, record
+    for _ in range(5):
+        key = KEY_PREFIX + secrets.token_urlsafe(32)
+        record = KeyRecord(secrets.token_hex(6), client, admin, key_digest(key), time.time())
+        try:
+            store.add_key(record)
+        except KeyConflict:  # 48-bit ids: a clash is rare, and the next draw will not clash
+            continue
+        return key, record
+    raise KeyConflict("could not draw an unused key id")
 
 
 class KeyRing:

@@ -13,7 +13,7 @@ from collections.abc import Hashable, Mapping
 from pathlib import Path
 
 from app.errors import StateError
-from app.state.base import KeyRecord, StateStore
+from app.state.base import KeyConflict, KeyRecord, StateStore
 
 # Each entry moves the schema one version up; never edit one that has shipped, append a new one.
 MIGRATIONS: tuple[str, ...] = (
@@ -37,7 +37,7 @@ _BUSY_TIMEOUT_MS = 10_000
 class SQLiteState(StateStore):
     """State in one SQLite file. Commits are durable (``synchronous=FULL``) before a call returns."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, create: bool = True) -> None:
         self.path = Path(path)
         self.location = str(self.path)
         self._local = threading.local()
@@ -45,6 +45,8 @@ class SQLiteState(StateStore):
         self._lock = threading.Lock()
         try:
             if not self.path.exists():
+                if not create:
+                    raise StateError(f"there is no state file {self.location} (check --state / SLOTSERVE_STATE)")
                 os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
             migrate(self._conn())
         except (OSError, sqlite3.Error) as exc:
@@ -54,9 +56,12 @@ class SQLiteState(StateStore):
     # ---- keys ------------------------------------------------------------------------------------------------
 
     def add_key(self, record: KeyRecord) -> None:
-        with self._write() as conn:
-            conn.execute("INSERT INTO api_keys (id, client, admin, digest, created_at) VALUES (?, ?, ?, ?, ?)",
-                         (record.id, record.client, int(record.admin), record.digest, record.created_at))
+        try:
+            with self._write() as conn:
+                conn.execute("INSERT INTO api_keys (id, client, admin, digest, created_at) VALUES (?, ?, ?, ?, ?)",
+                             (record.id, record.client, int(record.admin), record.digest, record.created_at))
+        except sqlite3.IntegrityError:
+            raise KeyConflict(f"key id {record.id} is taken") from None
 
     def active_keys(self) -> list[KeyRecord]:
         rows = self._conn().execute(
@@ -126,19 +131,29 @@ class _Transaction:
 
 
 def migrate(conn: sqlite3.Connection) -> int:
-    """Bring the schema up to ``SCHEMA_VERSION``; return the version found. Refuses a newer schema."""
+    """Bring the schema up to ``SCHEMA_VERSION``; return the version found. Refuses a newer schema.
+
+    A file already at this version is only read, so opening it never writes (``keys list`` on a read-only copy).
+    """
+    if _version(conn) == SCHEMA_VERSION:
+        return SCHEMA_VERSION
     with _Transaction(conn):
         conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        row = conn.execute("SELECT version FROM schema_version").fetchone()
-        found = row[0] if row else 0
+        found = _version(conn)
         if found > SCHEMA_VERSION:
             raise sqlite3.DatabaseError(f"its schema version {found} is newer than this slotserve's "
                                         f"({SCHEMA_VERSION}); upgrade slotserve")
         for script in MIGRATIONS[found:]:
             for statement in filter(str.strip, script.split(";")):
                 conn.execute(statement)
-        if row is None:
-            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-        else:
-            conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+        conn.execute("DELETE FROM schema_version")
+        conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
     return found
+
+
+def _version(conn: sqlite3.Connection) -> int:
+    try:
+        row = conn.execute("SELECT version FROM schema_version").fetchone()
+    except sqlite3.OperationalError:  # no such table: a new file
+        return 0
+    return row[0] if row else 0

@@ -159,7 +159,8 @@ async def test_an_admin_key_acts_for_any_client_on_every_protocol(server: Server
     assert (await server.http.delete("/v1/clients/alice/model", headers=ops)).status_code == 200
 
 
-async def test_a_tenant_sees_other_slots_only_as_occupied(server: Server, keys: dict[str, str]) -> None:
+async def test_a_tenant_sees_other_slots_only_as_occupied(server: Server, keys: dict[str, str],
+                                                          refs: dict[str, Reference]) -> None:
     await load(server, keys["alice"], "alice", "pair")
     await load(server, keys["bob"], "bob", "tiny")
     response = await server.http.get("/v1/slots", headers=bearer(keys["bob"]))
@@ -170,7 +171,11 @@ async def test_a_tenant_sees_other_slots_only_as_occupied(server: Server, keys: 
     others = [s for s in slots if s["client"] is None]
     assert sorted(s["state"] for s in others) == ["empty", "empty", "occupied"]
     occupied = next(s for s in others if s["state"] == "occupied")
-    assert occupied["model"] is None and occupied["memory"]["in_use_bytes"] > 0  # figures, not who or what
+    assert occupied["model"] is None
+    # how full it is, rounded up to a 64th of the slot (1 MiB here), so the figure does not name the model either
+    assert occupied["memory"]["in_use_bytes"] == occupied["memory"]["peak_bytes"] == 1 << 20
+    full = (await server.http.get("/v1/slots", headers=bearer(keys["ops"]))).json()["slots"][occupied["slot"]]
+    assert full["client"] == "alice" and full["memory"]["in_use_bytes"] == refs["pair"].weight_bytes
     index = await server.http.post("/v2/repository/index", headers=bearer(keys["bob"]))
     assert "alice" not in index.text
     assert {e["name"]: e["state"] for e in index.json()}["pair"] == "UNAVAILABLE"
@@ -253,14 +258,44 @@ async def test_open_mode_refuses_cross_site_state_changes(settings: Settings, re
                                     ("POST", "/v1/models/tiny:predict", FLAT)):
             response = await server.http.request(method, path, content=b'{"model": "tiny"}', headers=text_plain)
             assert_refused(response, 403, shape)
-        for origin in ("null", "file://", "http://evil.example:8000"):
+        # not this server's origin: another site, another local app (other port), opaque or non-web origins
+        for origin in ("null", "file://", "http://evil.example:8000", "http://127.0.0.1:3000", "http://localhost",
+                       "https://127.0.0.1", "http://127.0.0.1/path"):
             response = await server.http.put("/v1/clients/c/model", json={"model": "tiny"}, headers={"Origin": origin})
             assert_refused(response, 403)
+        two = [("Origin", "http://127.0.0.1"), ("Origin", "http://evil.example")]
+        assert_refused(await server.http.put("/v1/clients/c/model", json={"model": "tiny"}, headers=two), 403)
         assert all(s["client"] is None for s in (await server.http.get("/v1/slots", headers=evil)).json()["slots"])
-        same_site = await server.http.put("/v1/clients/c/model", json={"model": "tiny"},
-                                          headers={"Origin": "http://127.0.0.1:8000"})
-        assert same_site.status_code == 200
+        same_origin = await server.http.put("/v1/clients/c/model", json={"model": "tiny"},
+                                            headers={"Origin": "http://127.0.0.1:80"})  # a page this server served
+        assert same_origin.status_code == 200
         assert (await server.http.post("/v1/clients/c/predict", json=rows_body(refs["tiny"]))).status_code == 200
+
+
+async def test_allowing_every_host_does_not_allow_other_sites_pages(settings: Settings) -> None:
+    async with open_server(settings.model_copy(update={"allowed_hosts": ["*"]})) as server:
+        headers = {"Host": "192.0.2.2:8000", "Origin": "https://evil.example", "Content-Type": "text/plain"}
+        response = await server.http.put("/v1/clients/victim/model", content=b'{"model": "tiny"}', headers=headers)
+        assert_refused(response, 403)
+        own_page = {**headers, "Origin": "http://192.0.2.2:8000"}
+        assert (await server.http.put("/v1/clients/c/model", content=b'{"model": "tiny"}',
+                                      headers=own_page)).status_code == 200
+
+
+async def test_duplicate_host_and_authorization_headers_are_refused(settings: Settings, keys: dict[str, str]) -> None:
+    async with open_server(settings) as server:
+        headers = [("Authorization", f"Bearer {keys['alice']}"), ("Authorization", f"Bearer {keys['ops']}")]
+        assert_refused(await server.http.get("/v1/slots", headers=headers), 401)
+    (Path(settings.state)).unlink()
+    async with open_server(settings) as server:  # open mode: two Host headers are not a loopback Host
+        assert_refused(await server.http.get("/v1/slots", headers=[("Host", "localhost"), ("Host", "evil.example")]),
+                       403)
+
+
+async def test_no_auth_never_switches_off_existing_keys(settings: Settings, keys: dict[str, str]) -> None:
+    async with open_server(settings.model_copy(update={"no_auth": True})) as server:
+        assert_refused(await server.http.delete("/v1/clients/alice/model"), 401)
+        assert (await server.http.get("/v1/models", headers=bearer(keys["bob"]))).status_code == 200
 
 
 async def test_a_key_added_while_serving_turns_authentication_on(settings: Settings) -> None:

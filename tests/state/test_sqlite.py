@@ -75,3 +75,20 @@ def test_one_key_of_several_can_be_revoked_by_id(tmp_path: Path) -> None:
     ring = KeyRing(store)
     assert ring.authenticate(old) is None and ring.authenticate(new).client == "dave"
     store.close()
+
+
+def test_opening_an_up_to_date_file_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    SQLiteState(path).close()
+    with sqlite3.connect(path) as watcher:
+        before = watcher.execute("PRAGMA data_version").fetchone()
+        store = SQLiteState(path)
+        store.active_keys()
+        store.close()
+        assert watcher.execute("PRAGMA data_version").fetchone() == before  # no other connection committed
+
+
+def test_a_missing_file_is_refused_when_it_must_exist(tmp_path: Path) -> None:
+    with pytest.raises(StateError, match="there is no state file"):
+        SQLiteState(tmp_path / "typo.db", create=False)
+    assert not (tmp_path / "typo.db").exists()

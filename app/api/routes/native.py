@@ -74,14 +74,21 @@ async def get_client(client: OwnedClientDep, registry: RegistryDep) -> dict:
 
 @router.get("/slots", response_model=SlotList, tags=["slots"], summary="Every slot, empty ones included",
             description="An admin key (and open mode) sees every slot in full. A tenant key sees its own slot in "
-            "full and every other slot only as `empty` or `occupied`, with its memory figures but not who holds "
-            "it or which model.", responses=error_responses(*_AUTH_ERRORS))
+            "full and every other slot only as `empty` or `occupied`, without who holds it or which model, and "
+            "with its memory figures rounded up to a 64th of the slot (1 MiB at least).",
+            responses=error_responses(*_AUTH_ERRORS))
 async def list_slots(caller: CallerDep, registry: RegistryDep) -> dict:
     return {"slots": [_visible(asdict(s), caller) for s in await registry.slot_records()]}
 
 
 def _visible(slot: dict[str, Any], caller: Caller) -> dict[str, Any]:
-    """A slot as ``caller`` may see it: in full if it may act for the slot's client, else without its holder."""
+    """A slot as ``caller`` may see it: in full if it may act for the slot's client; else without its holder, and
+    with figures rounded up to a 64th of the slot (1 MiB at least), so they tell how full it is but do not
+    fingerprint the model in it."""
     if slot["client"] is None or caller.may_act_for(slot["client"]):
         return slot
-    return {**slot, "state": "occupied", "client": None, "model": None}
+    memory = slot["memory"]
+    step = max(1 << 20, memory["limit_bytes"] // 64)
+    coarse = {k: -(-v // step) * step for k, v in memory.items() if k != "limit_bytes"}
+    return {**slot, "state": "occupied", "client": None, "model": None, "memory": {**memory, **coarse},
+            "residue_bytes": -(-slot["residue_bytes"] // step) * step}
