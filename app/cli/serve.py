@@ -23,7 +23,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--device", choices=["auto", "gpu", "cpu"], help="device kind (default auto)")
     add_state_flag(serve)
     serve.add_argument("--no-auth", action="store_true", default=None,
-                       help="start without keys even on a non-loopback address, on purpose (keys, when any exist, still win)")
+                       help="start without keys even on a non-loopback address, on purpose "
+                       "(keys, when any exist, still win)")
     serve.add_argument("--allowed-hosts", help="comma-separated host names answered besides loopback ones "
                        "('*': any); enforced in open mode, and with keys when given")
     serve.set_defaults(run=run)
