@@ -56,6 +56,20 @@ class ModelInvalid(SlotServeError):
     status = HTTPStatus.UNPROCESSABLE_ENTITY
 
 
+class ModelUnsafe(SlotServeError):
+    """A SavedModel whose graph would touch files, run Python or reach out (see ``graph_check``)."""
+
+    code = "model_unsafe"
+    status = HTTPStatus.UNPROCESSABLE_ENTITY
+
+
+class OutputNotFinite(SlotServeError):
+    """The model answered NaN or an infinity, which JSON cannot carry (binary V2 outputs can)."""
+
+    code = "output_not_finite"
+    status = HTTPStatus.UNPROCESSABLE_ENTITY
+
+
 class ModelNotFound(SlotServeError):
     code = "model_not_found"
     status = HTTPStatus.NOT_FOUND
@@ -86,6 +100,41 @@ class MethodNotAllowed(SlotServeError):
 class PayloadTooLarge(SlotServeError):
     code = "payload_too_large"
     status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+
+class RequestTimeout(SlotServeError):
+    """The body did not arrive in time (a client trickling it)."""
+
+    code = "request_timeout"
+    status = HTTPStatus.REQUEST_TIMEOUT
+
+
+class ClientDisconnected(SlotServeError):
+    """The client went away before its body arrived; nobody reads this answer, but logs and counters do."""
+
+    code = "client_disconnected"
+    status = HTTPStatus.BAD_REQUEST
+
+
+class TooManyRequests(SlotServeError):
+    """The server's budget for requests in flight (memory, or the client's share of it) is spent: retry later."""
+
+    code = "too_many_requests"
+    status = HTTPStatus.TOO_MANY_REQUESTS
+    retry_after_s: int = 1
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
+class ServerStopping(SlotServeError):
+    """The server is shutting down: requests still running past the shutdown bound are cancelled with this."""
+
+    code = "server_stopping"
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
 
 
 class NoFreeSlot(SlotServeError):

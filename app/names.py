@@ -1,9 +1,11 @@
-"""The one rule for client and model names, shared by the registry and the API schemas."""
+"""The one rule for client and model names and for versions, shared by the registry and the API schemas."""
 
 import re
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+VERSION_PATTERN = r"^[0-9]{1,18}$"  # ASCII digits only: str.isdigit() and \d also accept '²' and '١'
 _NAME = re.compile(NAME_PATTERN)
+_VERSION = re.compile(VERSION_PATTERN)
 
 
 def is_valid_name(name: str) -> bool:
@@ -12,3 +14,8 @@ def is_valid_name(name: str) -> bool:
     The rule also keeps names from being paths: no '/', no leading '.', so never '..' or an absolute path.
     """
     return bool(_NAME.fullmatch(name))
+
+
+def parse_version(text: str) -> int | None:
+    """The version a directory or URL names: 1-18 ASCII digits (so it fits an int64), else ``None``."""
+    return int(text) if _VERSION.fullmatch(text) else None

@@ -1,6 +1,7 @@
 """Server configuration: one pydantic-settings class, built once and passed down (never a global)."""
 
 import ipaddress
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -38,10 +39,27 @@ class Settings(BaseSettings):
         0, ge=0, le=1_000_000,
         description="Microseconds a batch waits for batchmates; 0 never waits (batches still form under load).",
     )
+    request_memory_mb: int | None = Field(
+        None, ge=1, description="Memory for requests in flight (bodies and what decoding them allocates), in MiB; "
+        "a request that would exceed it waits briefly, then gets 429. Default: an eighth of the host's RAM.")
+    client_memory_share: float = Field(
+        0.5, gt=0, le=1, description="The largest share of request_memory_mb one client's requests may hold.")
+    max_client_requests: int = Field(64, ge=1, description="Requests with a body one client may have in flight.")
+    budget_wait_s: float = Field(
+        1.0, ge=0, le=60, description="How long a request waits for request memory before 429 too_many_requests.")
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="How long a request body may take to arrive before 408 request_timeout.")
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="How long a connection may take to send a request's headers before it is closed.")
+    shutdown_timeout_s: float = Field(
+        30.0, gt=0, description="On SIGTERM: how long in-flight requests may finish before they are cancelled.")
     busy_timeout_s: float = Field(
         30.0, gt=0, description="How long a prediction waits for a slot that is swapping before 503 slot_busy."
     )
     log_level: str = Field("info", description="Python logging level name.")
+    trust_savedmodel_ops: bool = Field(
+        False, description="Load SavedModels whose graphs would run file, Python-callback or remote ops "
+        "(ReadFile, WriteFile, PyFunc...). Off: such a model is refused with 422 model_unsafe.")
     state: str = Field("slotserve.db", description="The state file (SQLite): API keys. Created when missing.")
     admin_key: SecretStr | None = Field(
         None, description=f"An admin API key from the environment (at least {MIN_ADMIN_KEY_CHARS} characters), "
@@ -77,6 +95,13 @@ class Settings(BaseSettings):
     def slot_memory_bytes(self) -> int:
         """The per-slot limit in bytes, exactly ``slot_memory_mb`` x 2^20."""
         return self.slot_memory_mb * MIB
+
+    @property
+    def request_memory_bytes(self) -> int:
+        """The request budget in bytes: ``request_memory_mb``, or an eighth of the host's RAM."""
+        if self.request_memory_mb is not None:
+            return self.request_memory_mb * MIB
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 8
 
 
 _HOST_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*")

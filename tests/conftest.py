@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from app.api import create_app
 from app.partitions import SlotSpec, plan_partitions
@@ -51,6 +52,7 @@ class Server:
 
     http: httpx.AsyncClient
     registry: Registry
+    app: FastAPI
 
 
 @asynccontextmanager
@@ -61,7 +63,7 @@ async def open_server(settings: Settings) -> AsyncIterator[Server]:
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url=BASE_URL, timeout=60) as http:
-            yield Server(http, registry)
+            yield Server(http, registry, app)
 
 
 @pytest.fixture

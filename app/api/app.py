@@ -5,12 +5,15 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from fastapi import FastAPI
 
 from app import __version__
 from app.api.access import AccessPolicy, startup_notice, startup_refusal
+from app.api.budget import RequestBudget
 from app.api.errors import install_error_handlers
+from app.api.http_methods import CancelledAtShutdown, HeadAsGet, MethodTable
 from app.api.responses import FastJSONResponse
 from app.api.routes import health, native, tfserving, v2
 from app.errors import StateError
@@ -32,6 +35,14 @@ Every native error is `{"error": {"code": "...", "message": "..."}}`; the codes 
 V2 and TF Serving routes answer `{"error": "..."}` as those protocols do.
 """
 KEY_FLUSH_S = 30.0  # how often keys' last uses are written to the state
+CLOSE_TIMEOUT_S = 5.0  # at shutdown, after requests: how long freeing the slots may wait for a load in progress
+
+
+@dataclass
+class ServerStats:
+    """Counters of what happens to requests outside any route's answer."""
+
+    client_disconnects: int = 0  # clients gone before their body arrived
 
 
 def create_app(settings: Settings, registry: Registry | None = None, state: StateStore | None = None) -> FastAPI:
@@ -58,7 +69,7 @@ def create_app(settings: Settings, registry: Registry | None = None, state: Stat
                 yield
             finally:
                 app.state.registry = None
-                await owned.close()
+                await owned.close(min(CLOSE_TIMEOUT_S, settings.shutdown_timeout_s))
         finally:
             flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -72,12 +83,17 @@ def create_app(settings: Settings, registry: Registry | None = None, state: Stat
     app.state.registry = None
     app.state.access = None
     app.state.settings = settings
+    app.state.stats = ServerStats()
+    app.state.budget = RequestBudget(settings.request_memory_bytes,
+                                     int(settings.request_memory_bytes * settings.client_memory_share),
+                                     settings.max_client_requests, settings.budget_wait_s)
     install_error_handlers(app)
-    app.include_router(health.router)
-    app.include_router(native.router)
-    app.include_router(v2.health_router)
-    app.include_router(v2.router)
-    app.include_router(tfserving.router)
+    app.add_middleware(HeadAsGet)
+    app.add_middleware(CancelledAtShutdown)  # added last: the outermost, so it sees every cancellation
+    routers = [health.router, native.router, v2.health_router, v2.router, tfserving.router]
+    for router in routers:
+        app.include_router(router)
+    app.state.methods = MethodTable([app.router, *routers])
     return app
 
 

@@ -1,6 +1,7 @@
 """Every failure -> ``{"error": {"code", "message"}}`` with its documented status. Nothing else becomes a 5xx."""
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -8,10 +9,12 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import errors
+from app.api.flat_errors import flat_error
 from app.api.responses import FastJSONResponse, describe_validation
 from app.api.schemas import ErrorBody
 
 log = logging.getLogger("slotserve.api")
+_FLAT_PATHS = re.compile(r"^/(v2(/|$)|v1/models/)")  # V2, and TF Serving's /v1/models/{name}...
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -36,15 +39,26 @@ async def _validation_error(_: Request, exc: Exception) -> FastJSONResponse:
     return render(errors.InvalidRequest(describe_validation(exc.errors())))
 
 
-
-async def _http_error(_: Request, exc: Exception) -> FastJSONResponse:
+async def _http_error(request: Request, exc: Exception) -> FastJSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    headers: dict[str, str] = {}
     if exc.status_code == 404:
-        return render(errors.NotFound("There is no such route; see /docs for the API."))
-    if exc.status_code == 405:
-        return render(errors.MethodNotAllowed("This route does not accept that method; see /docs for the API."))
-    body = {"error": {"code": f"http_{exc.status_code}", "message": str(exc.detail)}}
-    return FastJSONResponse(body, status_code=exc.status_code)
+        err: errors.SlotServeError = errors.NotFound("There is no such route; see /docs for the API.")
+    elif exc.status_code == 405:
+        headers["Allow"] = request.app.state.methods.allowed(request.url.path)
+        err = errors.MethodNotAllowed(f"This route accepts {headers['Allow']}; see /docs for the API.")
+    else:
+        body = {"error": {"code": f"http_{exc.status_code}", "message": str(exc.detail)}}
+        return FastJSONResponse(body, status_code=exc.status_code)
+    response = render_for(request.url.path, err)
+    response.headers.update(headers)
+    return response
+
+
+def render_for(path: str, err: errors.SlotServeError) -> FastJSONResponse:
+    """``err`` in the shape the path's clients read: flat under the protocols' prefixes, native elsewhere (for
+    answers made outside any route: unknown paths, 405s, requests cancelled at shutdown)."""
+    return flat_error(err, err.status) if _FLAT_PATHS.match(path) else render(err)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> FastJSONResponse:

@@ -13,7 +13,8 @@ import numpy as np
 import orjson
 
 from app.errors import InvalidInput, InvalidRequest
-from app.registry.tensors import TensorInfo, check_array
+from app.registry.lean_json import NumericText
+from app.registry.tensors import TensorInfo, check_array, check_finite, materialize
 
 if TYPE_CHECKING:  # the registry package imports TensorFlow; the codec needs only the type
     from app.registry import ModelView
@@ -74,20 +75,20 @@ class InferRequest:
     parameters: dict[str, Any] = field(default_factory=dict)
 
 
-def parse_infer(body: bytes, header_length: str | None) -> InferRequest:
-    """Split the body into its JSON header and binary part and check the request's structure (not its tensors)."""
-    view = memoryview(body)
+def split_body(body: bytes | bytearray, header_length: str | None) -> tuple[bytes | bytearray, memoryview]:
+    """The JSON header and the binary tensor data after it (``Inference-Header-Content-Length`` bytes of JSON)."""
     if header_length is None:
-        header, rest = view, view[len(view):]
-    else:
-        if not (header_length.isascii() and header_length.isdigit()) or int(header_length) > len(body):
-            raise InvalidRequest("Inference-Header-Content-Length must be a number of bytes no larger than the "
-                                 f"body ({len(body)} bytes).")
-        header, rest = view[:int(header_length)], view[int(header_length):]
-    try:
-        request = orjson.loads(header)
-    except orjson.JSONDecodeError:
-        raise InvalidRequest("The inference request header is not valid JSON.") from None
+        return body, memoryview(b"")
+    if not (header_length.isascii() and header_length.isdigit()) or len(header_length) > 19 \
+            or int(header_length) > len(body):
+        raise InvalidRequest("Inference-Header-Content-Length must be a number of bytes no larger than the "
+                             f"body ({len(body)} bytes).")
+    length = int(header_length)
+    return bytes(memoryview(body)[:length]), memoryview(body)[length:]
+
+
+def parse_infer(request: Any, rest: memoryview) -> InferRequest:
+    """Check the structure of a decoded infer request (not its tensors); ``rest`` is the binary data after it."""
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list) or not request["inputs"]:
         raise InvalidRequest("The inference request must be a JSON object with a non-empty 'inputs' list.")
     params = _object(request.get("parameters"), "parameters")
@@ -176,7 +177,15 @@ def _array(tensor: InputTensor) -> np.ndarray:
         if len(tensor.raw) != count * dtype.itemsize:
             raise InvalidInput(f"Input '{tensor.name}' has {len(tensor.raw)} bytes of binary data; shape "
                                f"{list(tensor.shape)} of {tensor.datatype} needs {count * dtype.itemsize}.")
-        return np.frombuffer(tensor.raw, dtype.newbyteorder("<")).astype(dtype, copy=False).reshape(tensor.shape)
+        array = np.frombuffer(tensor.raw, dtype.newbyteorder("<")).astype(dtype, copy=False)
+        if dtype.kind == "f" and not np.isfinite(array).all():
+            raise InvalidInput(f"Input '{tensor.name}' has values that are not finite (NaN or infinity).")
+        return array.reshape(tensor.shape)
+    if isinstance(tensor.data, NumericText):
+        if tensor.data.size != count:
+            raise InvalidInput(f"Input '{tensor.name}' has {tensor.data.size} values; shape {list(tensor.shape)} "
+                               f"needs {count}.")
+        return materialize(tensor.data, dtype, lambda chunk: _typed(chunk, dtype, tensor)).reshape(tensor.shape)
     try:
         values = np.asarray(tensor.data)
     except (ValueError, TypeError):
@@ -186,13 +195,20 @@ def _array(tensor: InputTensor) -> np.ndarray:
     if values.size != count:
         raise InvalidInput(f"Input '{tensor.name}' has {values.size} values; shape {list(tensor.shape)} "
                            f"needs {count}.")
+    return _typed(values, dtype, tensor).reshape(tensor.shape)
+
+
+def _typed(values: np.ndarray, dtype: np.dtype, tensor: InputTensor) -> np.ndarray:
+    """``values`` as ``dtype``; refused unless they are numbers that fit it exactly (floats may round: JSON
+    numbers are decimal approximations) and finite."""
+    if values.dtype.kind not in "biuf":
+        raise InvalidInput(f"Input '{tensor.name}' data must be numbers (flat or nested evenly) for {tensor.datatype}.")
     with np.errstate(over="ignore", invalid="ignore"):
         typed = values.astype(dtype)
-    # Values must fit the declared datatype exactly (floats may round: JSON numbers are decimal approximations).
     inexact = not np.array_equal(typed, values) if dtype.kind in "biu" else not np.isfinite(typed).all()
     if inexact:
         raise InvalidInput(f"Input '{tensor.name}' has values that {tensor.datatype} cannot hold exactly.")
-    return typed.reshape(tensor.shape)
+    return typed
 
 
 def encode_response(model: str, request: InferRequest, view: "ModelView",
@@ -208,6 +224,7 @@ def encode_response(model: str, request: InferRequest, view: "ModelView",
             tensor["parameters"] = {"binary_data_size": len(chunk)}
             chunks.append(chunk)
         else:
+            check_finite(name, array)  # JSON has no NaN or infinity (binary data carries them)
             tensor["data"] = np.ascontiguousarray(array).reshape(-1)  # V2 JSON data is flat, row-major
         tensors.append(tensor)
     body: dict[str, Any] = {"model_name": model, "model_version": served_version(view.version)}

@@ -63,8 +63,7 @@ def serve(settings: Settings) -> int:
 
 
 def _serve(settings: Settings, state: StateStore, sock: socket.socket) -> int:
-    import uvicorn
-
+    from app import serving
     from app.api import create_app
     from app.partitions import plan_partitions
 
@@ -72,6 +71,5 @@ def _serve(settings: Settings, state: StateStore, sock: socket.socket) -> int:
         plan_partitions(settings.slots, settings.slot_memory_mb, settings.device)
     except PlanError as exc:
         return fail(f"cannot plan slots: {exc}")
-    config = uvicorn.Config(create_app(settings, state=state), log_level=settings.log_level.lower())
-    uvicorn.Server(config).run(sockets=[sock])
+    serving.run(create_app(settings, state=state), settings, sock)
     return 0

@@ -17,17 +17,20 @@ from app.partitions.plan import SlotSpec
 
 
 class TrackedGroup:
-    """The variables of one loaded model, held weakly.
+    """The tensors of one loaded model, held weakly: its variables, and the constants of its graph.
 
     The weak reference is to each variable's resource handle, not to the Python variable: the handle is what keeps
-    the device memory alive, and a traced function that outlives its model holds handles, not variables.
+    the device memory alive, and a traced function that outlives its model holds handles, not variables. Graph
+    constants have no handle of their own: they live as long as the object owning the graph (``graph_owner``).
     """
 
-    def __init__(self, variables: Iterable) -> None:
+    def __init__(self, variables: Iterable, graph_owner: object | None = None, constant_bytes: int = 0) -> None:
         self._refs: list[tuple[weakref.ref, int]] = []
         for var in variables:
             nbytes = int(var.shape.num_elements() or 0) * var.dtype.size
             self._refs.append((weakref.ref(getattr(var, "handle", var)), nbytes))
+        if graph_owner is not None and constant_bytes:
+            self._refs.append((weakref.ref(graph_owner), constant_bytes))
         self.nbytes = sum(n for _, n in self._refs)
 
     def live_bytes(self) -> int:
@@ -42,8 +45,8 @@ class TensorLedger:
         self._groups: list[TrackedGroup] = []
         self._lock = threading.Lock()
 
-    def track(self, variables: Iterable) -> TrackedGroup:
-        group = TrackedGroup(variables)
+    def track(self, variables: Iterable, graph_owner: object | None = None, constant_bytes: int = 0) -> TrackedGroup:
+        group = TrackedGroup(variables, graph_owner, constant_bytes)
         with self._lock:
             self._groups.append(group)
         return group

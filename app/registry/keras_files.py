@@ -21,13 +21,17 @@ _WEIGHTS = "model.weights.h5"
 _PLAIN = {"metadata.json", _CONFIG, _WEIGHTS}
 
 
-def load_keras_archive(path: Path, max_weights_bytes: int) -> Any:
+def load_keras_archive(path: Path, max_weights_bytes: int, max_config_bytes: int) -> Any:
     """The model in a ``.keras`` archive, built with ``safe_mode=True`` and without its compile state.
 
-    ``max_weights_bytes`` bounds what is extracted (a decompression bomb stops there with ``ValueError``).
+    ``max_weights_bytes`` bounds what is extracted (a decompression bomb stops there with ``ValueError``), and
+    ``max_config_bytes`` what is read of its configuration.
     """
     with zipfile.ZipFile(path) as archive:
-        if set(archive.namelist()) != _PLAIN:  # assets or another weights format: Keras's own loader
+        members = {info.filename: info for info in archive.infolist()}
+        if _CONFIG in members and members[_CONFIG].file_size > max_config_bytes:  # zipfile never reads past it
+            raise ValueError(f"its config.json is larger than {max_config_bytes} bytes")
+        if set(members) != _PLAIN:  # assets or another weights format: Keras's own loader
             return keras.saving.load_model(path, compile=False, safe_mode=True)
         config = json.loads(archive.read(_CONFIG))
         config["compile_config"] = None

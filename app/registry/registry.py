@@ -8,17 +8,20 @@ import gc
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from app.errors import (
-    ClientNotFound, InvalidRequest, ModelNotLoaded, ModelTooLarge, NoFreeSlot, SlotBusy, SlotServeError,
+    ClientNotFound, InvalidRequest, ModelNotLoaded, ModelTooLarge, ModelUnsafe, NoFreeSlot, SlotBusy, SlotServeError,
 )
 from app.partitions import SlotSpec, plan_partitions
 from app.registry.batching import Arrays, BatchPolicy
 from app.names import is_valid_name
 from app.registry.records import ClientRecord, LoadResult, SlotRecord, UnloadResult
 from app.registry.slot import Memory, ModelView, Slot, SlotState
-from app.registry.store import ModelFile, ModelStore, weight_bytes
+from app.registry.footprint import Footprint, footprint
+from app.registry.lean_json import NumericText
+from app.registry.store import ModelFile, ModelStore
 from app.registry.swaps import swap_in
 from app.registry.tensors import format_response, parse_request
 from app.settings import Settings
@@ -50,8 +53,9 @@ class Registry:
 
     # ---- queries -------------------------------------------------------------------------------------------
 
-    def models(self) -> list[ModelFile]:
-        return self.store.list()
+    async def models(self) -> list[ModelFile]:
+        """The store's models (listed off the event loop, cached until the store changes)."""
+        return await asyncio.to_thread(self.store.list)
 
     async def client(self, client: str) -> ClientRecord:
         slot = self._slot_of(client)
@@ -84,14 +88,13 @@ class Registry:
                              default.max_delay_us if max_delay_us is None else max_delay_us)
         try:
             model_file = self.store.resolve(model_name, version)
-            estimate = await asyncio.to_thread(self._estimate, model_file)
-            self._admit(model_file, estimate)
+            needs = await asyncio.to_thread(self._admit, model_file)
             while True:
                 slot = await self._claim(client)
                 try:
                     async with slot.lock:
                         if slot.client == client:  # else it was unloaded while we waited: claim again
-                            return await self._load_locked(slot, client, model_file, estimate, policy)
+                            return await self._load_locked(slot, client, model_file, needs, policy)
                 finally:  # also on cancellation: a slot claimed for a load that never happened goes back
                     if slot.loaded is None and slot.client == client and not slot.lock.locked():
                         await self._release(slot, client)
@@ -195,22 +198,27 @@ class Registry:
             return None
         return slot.loaded.name
 
-    async def close(self) -> None:
-        """Free every model and stop every slot thread."""
+    async def close(self, timeout_s: float | None = None) -> None:
+        """Free every model and stop every slot thread, waiting at most ``timeout_s`` for them (a load inside
+        TensorFlow cannot be interrupted: a slot still loading then is left to the process's exit)."""
         for slot in self.slots:
             if slot.loaded is not None:
                 slot.loaded.queue.close()
-            await asyncio.to_thread(slot.close)
+        closing = [asyncio.ensure_future(asyncio.to_thread(slot.close)) for slot in self.slots]
+        _, pending = await asyncio.wait(closing, timeout=timeout_s)
+        if pending:
+            log.warning("%d slot(s) still busy (a load in progress) after %ss; not waiting for them",
+                        len(pending), timeout_s)
         self._clients.clear()
         gc.collect()
 
     # ---- internals -----------------------------------------------------------------------------------------
 
-    async def _load_locked(self, slot: Slot, client: str, model_file: ModelFile, estimate: int,
+    async def _load_locked(self, slot: Slot, client: str, model_file: ModelFile, needs: "Admission",
                            policy: BatchPolicy) -> LoadResult:
         started = time.perf_counter()
         previous = slot.loaded.name if slot.loaded else None
-        strategy, freed, residue = await swap_in(slot, model_file, estimate, policy)
+        strategy, freed, residue = await swap_in(slot, model_file, needs.footprint, needs.estimate, policy)
         memory = await asyncio.to_thread(slot.memory)
         _log("swap" if previous else "load", client, model_file.name, slot, started, memory, freed, residue, strategy)
         load_ms = (time.perf_counter() - started) * 1000
@@ -245,16 +253,32 @@ class Registry:
             raise ClientNotFound(f"Client '{client}' has no model loaded.", client=client)
         return slot
 
-    def _estimate(self, model_file: ModelFile) -> int:
-        return int(weight_bytes(model_file) * (1 + self.settings.admission_margin))
-
-    def _admit(self, model_file: ModelFile, estimate: int) -> None:
-        """Refuse, before any slot is touched or claimed, a model that cannot fit a slot even on its own."""
+    def _admit(self, model_file: ModelFile) -> "Admission":
+        """Refuse, before any slot is touched or claimed, a model that cannot fit a slot even on its own, or a
+        SavedModel whose graph would run deny-listed ops (unless the operator trusts them). Reads files: call it
+        off the event loop."""
         limit = self.slots[0].spec.limit_bytes
+        needs = footprint(model_file, max_graph_bytes=limit)
+        if needs.denied_ops and not self.settings.trust_savedmodel_ops:
+            raise ModelUnsafe(
+                f"Model '{model_file.name}' is refused: its graph would run {', '.join(needs.denied_ops[:5])}, "
+                "which reach files, Python or other hosts (an operator who trusts the store can allow them with "
+                "--trust-savedmodel-ops).", model=model_file.name, ops=list(needs.denied_ops))
+        # tensors (variables and constants) plus the margin, and the graph or config the load also holds
+        estimate = int(needs.tensor_bytes * (1 + self.settings.admission_margin)) + needs.graph_bytes
         if estimate > limit:
             raise ModelTooLarge(
                 f"Model '{model_file.name}' needs about {estimate} bytes but a slot holds {limit} bytes.",
                 model=model_file.name, needed_bytes=estimate, limit_bytes=limit)
+        return Admission(needs, estimate)
+
+
+@dataclass(frozen=True)
+class Admission:
+    """An admitted model's footprint, and the bytes the swap strategy plans with."""
+
+    footprint: Footprint
+    estimate: int
 
 
 def _is_large(body: Any, rows: int = 256) -> bool:
@@ -264,6 +288,9 @@ def _is_large(body: Any, rows: int = 256) -> bool:
     value = body.get("instances", body.get("inputs"))
     if isinstance(value, dict):
         value = next(iter(value.values()), None)
+    if isinstance(value, NumericText) or (isinstance(value, list) and value and isinstance(value[0], dict)
+                                          and any(isinstance(v, NumericText) for v in value[0].values())):
+        return True
     if not isinstance(value, list) or not value:
         return False
     first = value[0]

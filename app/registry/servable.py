@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from app.errors import InvalidInput, ModelInvalid, ModelTooLarge, SlotBusy, SlotOutOfMemory, SlotServeError
 from app.partitions import collect_garbage
+from app.registry.footprint import MAX_CONFIG_BYTES
 from app.registry.keras_files import load_h5, load_keras_archive
 from app.registry.savedmodel import load_saved_model
 from app.registry.signatures import DEFAULT_SIGNATURE, Signature, check_servable, named, tensor_info
@@ -36,6 +37,11 @@ class Servable:
         self.output_names = [o.name for o in self.outputs]
         # descriptions only (no functions), so a view of the model never keeps it alive
         self.signature_tensors = {n: (s.inputs, s.outputs) for n, s in signatures.items()}
+
+    @property
+    def graph_owner(self) -> object | None:
+        """The object whose graph (and its constants) lives as long as it does: the loaded model."""
+        return self._holder
 
     @property
     def variables(self) -> list:
@@ -108,7 +114,7 @@ def _open(model_file: ModelFile, device: str, max_file_bytes: int) -> Servable:
     if model_file.format == "h5":
         model = load_h5(model_file.path)
     else:
-        model = load_keras_archive(model_file.path, max_file_bytes)
+        model = load_keras_archive(model_file.path, max_file_bytes, MAX_CONFIG_BYTES)
     signature = _keras_signature(model, device)
     variables = [v.value if hasattr(v, "value") else v for v in model.variables]
     return Servable(model_file.name, device, model, {DEFAULT_SIGNATURE: signature}, DEFAULT_SIGNATURE, variables)

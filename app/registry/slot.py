@@ -15,6 +15,7 @@ import tensorflow as tf
 from app.errors import InvalidInput, ModelTooLarge
 from app.partitions import SlotMeter, SlotSpec, TensorLedger, TrackedGroup, collect_garbage
 from app.registry.batching import BatchPolicy, BatchQueue
+from app.registry.footprint import Footprint
 from app.registry.servable import Servable, load_servable
 from app.registry.store import ModelFile
 from app.registry.signatures import unservable
@@ -81,6 +82,7 @@ class Loaded:
     servable: Servable
     group: TrackedGroup
     file: ModelFile
+    footprint: Footprint
     queue: BatchQueue
 
     @property
@@ -134,10 +136,11 @@ class Slot:
         """Run ``fn`` (a load, a release, a memory reading) on this slot's lifecycle thread."""
         return await asyncio.get_running_loop().run_in_executor(self._work, self._on_device, fn, args)
 
-    async def load(self, model_file: ModelFile, budget: int, policy: BatchPolicy) -> Loaded:
+    async def load(self, model_file: ModelFile, needs: Footprint, budget: int, policy: BatchPolicy) -> Loaded:
         """Load ``model_file`` beside whatever the slot holds; ``ModelTooLarge`` if it takes more than ``budget``."""
-        servable, group = await self.work(self._load_checked, model_file, budget)
-        return Loaded(servable, group, model_file, BatchQueue(lambda arrays: self.infer(servable, arrays), policy))
+        servable, group = await self.work(self._load_checked, model_file, needs, budget)
+        return Loaded(servable, group, model_file, needs,
+                      BatchQueue(lambda arrays: self.infer(servable, arrays), policy))
 
     async def drain(self, loaded: Loaded) -> None:
         """Return once every prediction already queued on ``loaded`` has finished."""
@@ -174,11 +177,12 @@ class Slot:
         self._infer.shutdown(wait=True, cancel_futures=True)
         self._work.shutdown(wait=True, cancel_futures=True)
 
-    def _load_checked(self, model_file: ModelFile, budget: int) -> tuple[Servable, TrackedGroup]:
-        """On the lifecycle thread: load, then check the real figure against what the slot has left."""
+    def _load_checked(self, model_file: ModelFile, needs: Footprint, budget: int) -> tuple[Servable, TrackedGroup]:
+        """On the lifecycle thread: load, then check the real figure (its variables, and the graph constants its
+        file declared, held as long as the loaded graph lives) against what the slot has left."""
         # the file may be a little larger than the weights it holds; a file far larger is not a real model
         servable = load_servable(model_file, self.spec.device, max_file_bytes=2 * budget + (1 << 20))
-        group = self.ledger.track(servable.variables)
+        group = self.ledger.track(servable.variables, servable.graph_owner, needs.constant_bytes)
         if group.nbytes <= budget:
             return servable, group
         servable.close()

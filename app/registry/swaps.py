@@ -10,13 +10,15 @@ import logging
 
 from app.errors import ModelTooLarge, SlotServeError
 from app.registry.batching import BatchPolicy
+from app.registry.footprint import Footprint
 from app.registry.slot import Slot, SlotState
 from app.registry.store import ModelFile
 
 log = logging.getLogger("slotserve.registry")
 
 
-async def swap_in(slot: Slot, model_file: ModelFile, estimate: int, policy: BatchPolicy) -> tuple[str, int, int]:
+async def swap_in(slot: Slot, model_file: ModelFile, needs: Footprint, estimate: int,
+                  policy: BatchPolicy) -> tuple[str, int, int]:
     """Make ``model_file`` the slot's model; return (strategy, bytes freed, bytes of residue)."""
     old = slot.loaded
     limit = slot.spec.limit_bytes
@@ -27,12 +29,12 @@ async def swap_in(slot: Slot, model_file: ModelFile, estimate: int, policy: Batc
         if old is None:
             strategy = "load"
             await slot.work(slot.meter.reset_peak)
-            slot.loaded = await slot.load(model_file, limit - in_use, policy)
+            slot.loaded = await slot.load(model_file, needs, limit - in_use, policy)
             return strategy, freed, residue
         strategy = "side_by_side" if in_use + estimate <= limit else "replace"
         if strategy == "side_by_side":
             try:
-                slot.loaded = await slot.load(model_file, limit - in_use, policy)  # the atomic switch
+                slot.loaded = await slot.load(model_file, needs, limit - in_use, policy)  # the atomic switch
             except ModelTooLarge as exc:
                 if exc.details.get("needed_bytes", 0) > limit:
                     raise  # its real size does not fit even an empty slot
@@ -42,7 +44,7 @@ async def swap_in(slot: Slot, model_file: ModelFile, estimate: int, policy: Batc
             freed, residue = await slot.retire(old)
         else:
             del old
-            freed, residue = await _replace(slot, model_file, policy)
+            freed, residue = await _replace(slot, model_file, needs, policy)
         return strategy, freed, residue
     finally:
         old = None
@@ -51,10 +53,10 @@ async def swap_in(slot: Slot, model_file: ModelFile, estimate: int, policy: Batc
             slot.open.set()
 
 
-async def _replace(slot: Slot, model_file: ModelFile, policy: BatchPolicy) -> tuple[int, int]:
+async def _replace(slot: Slot, model_file: ModelFile, needs: Footprint, policy: BatchPolicy) -> tuple[int, int]:
     """No room for both: hold new predictions, drain, free the old model, load the new one (or the old again)."""
     old = slot.loaded
-    previous_file, previous_policy = old.file, old.queue.policy
+    previous_file, previous_needs, previous_policy = old.file, old.footprint, old.queue.policy
     slot.open.clear()
     try:
         await slot.drain(old)
@@ -62,12 +64,12 @@ async def _replace(slot: Slot, model_file: ModelFile, policy: BatchPolicy) -> tu
         freed, residue = await slot.retire(old)
         del old
         try:
-            slot.loaded = await slot.load(model_file, slot.spec.limit_bytes, policy)
+            slot.loaded = await slot.load(model_file, needs, slot.spec.limit_bytes, policy)
             return freed, residue
         except SlotServeError as exc:
             err = exc
         try:
-            slot.loaded = await slot.load(previous_file, slot.spec.limit_bytes, previous_policy)
+            slot.loaded = await slot.load(previous_file, previous_needs, slot.spec.limit_bytes, previous_policy)
         except SlotServeError as exc:
             log.error("slot=%d could not restore model %s: %s", slot.index, previous_file.name, exc.message)
         raise err

@@ -4,12 +4,15 @@ Validation is cheap and shape-based (no per-element pydantic work), and it happe
 a bad request never reaches a slot's thread.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 
-from app.errors import InvalidInput, InvalidRequest, PayloadTooLarge
+from app.errors import InvalidInput, InvalidRequest, OutputNotFinite, PayloadTooLarge
+from app.registry.lean_json import HugeInteger, NotRegular, NumericText
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,7 @@ def parse_request(body: Any, inputs: list[TensorInfo], max_rows: int) -> tuple[d
 
 
 def _columns(value: Any, inputs: list[TensorInfo]) -> dict[str, Any]:
-    if len(inputs) == 1 and not isinstance(value, dict):
+    if len(inputs) == 1 and not isinstance(value, dict):  # a list, or a big array still in text
         return {inputs[0].name: value}
     if not isinstance(value, dict):
         raise InvalidInput(f"This model has several inputs; 'inputs' must be an object by name: {_expected(inputs)}.")
@@ -50,6 +53,8 @@ def _columns(value: Any, inputs: list[TensorInfo]) -> dict[str, Any]:
 
 
 def _rows(value: Any, inputs: list[TensorInfo]) -> dict[str, Any]:
+    if isinstance(value, NumericText) and len(inputs) == 1:  # a big regular array of rows, still text
+        return {inputs[0].name: value}
     if not isinstance(value, list) or not value:
         raise InvalidInput(f"'instances' must be a non-empty list of rows; expected rows of {_expected(inputs)}.")
     if len(inputs) == 1 and not isinstance(value[0], dict):
@@ -71,27 +76,61 @@ def _by_name(value: dict, inputs: list[TensorInfo]) -> dict[str, Any]:
 
 
 def to_array(value: Any, info: TensorInfo, max_rows: int) -> np.ndarray:
-    """One input as an array of the model's dtype; ``InvalidInput`` unless shape and values fit losslessly."""
+    """One input as an array of the model's dtype; ``InvalidInput`` unless shape and values fit losslessly.
+
+    A big array still in text (``NumericText``) has its shape checked before any number is parsed, then is parsed
+    straight into the model's dtype.
+    """
+    if isinstance(value, NumericText):
+        check_shape(value.shape, info, max_rows)
+        return materialize(value, info.dtype, lambda chunk: cast(chunk, info))
     if isinstance(value, list) and len(value) > max_rows:
         raise PayloadTooLarge(f"A request may carry at most {max_rows} rows; got {len(value)}.", max_rows=max_rows)
     try:
-        array = np.asarray(value)
-    except (ValueError, TypeError):
+        array = np.asarray(_plain(value))
+    except (ValueError, TypeError, OverflowError):
         raise InvalidInput(f"Input '{info.name}' is ragged or not numeric; expected {info.describe()}.") from None
     return check_array(array, info, max_rows)
 
 
 def check_array(array: np.ndarray, info: TensorInfo, max_rows: int) -> np.ndarray:
     """``array`` checked against ``info`` (batch size, shape, lossless dtype); what every protocol decodes into."""
-    if array.ndim and len(array) > max_rows:
-        raise PayloadTooLarge(f"A request may carry at most {max_rows} rows; got {len(array)}.", max_rows=max_rows)
-    if array.ndim == 0 or len(array) == 0:
-        raise InvalidInput(f"Input '{info.name}' must be a non-empty batch; expected {info.describe()}.")
-    if array.ndim != len(info.shape) or any(d is not None and d != a for d, a in zip(info.shape, array.shape)):
-        raise InvalidInput(
-            f"Input '{info.name}' has shape {list(array.shape)}; expected {info.describe()} (first dimension is the batch)."
-        )
+    check_shape(array.shape, info, max_rows)
     return cast(array, info)
+
+
+def check_shape(shape: tuple[int, ...], info: TensorInfo, max_rows: int) -> None:
+    """A batch of ``shape`` fits ``info``: at most ``max_rows`` rows, not empty, every fixed dimension equal."""
+    if shape and shape[0] > max_rows:
+        raise PayloadTooLarge(f"A request may carry at most {max_rows} rows; got {shape[0]}.", max_rows=max_rows)
+    if not shape or shape[0] == 0:
+        raise InvalidInput(f"Input '{info.name}' must be a non-empty batch; expected {info.describe()}.")
+    if len(shape) != len(info.shape) or any(d is not None and d != a for d, a in zip(info.shape, shape)):
+        raise InvalidInput(
+            f"Input '{info.name}' has shape {list(shape)}; expected {info.describe()} (first dimension is the batch)."
+        )
+
+
+def materialize(text: NumericText, dtype: np.dtype, convert: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``text`` parsed chunk by chunk into one array of ``dtype`` (``convert`` checks and casts each chunk)."""
+    try:
+        return text.materialize(dtype, convert)
+    except orjson.JSONDecodeError:
+        raise InvalidRequest("The body is not valid JSON.") from None
+    except NotRegular:
+        raise InvalidInput("An input's numbers do not fill its shape.") from None
+    except HugeInteger as exc:
+        raise InvalidInput(f"{exc}.") from None
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with any ``NumericText`` inside a list parsed as numpy would read it (rows of a many-input
+    ``instances`` body whose cells were big enough to stay text)."""
+    if isinstance(value, NumericText):
+        return materialize(value, np.dtype(np.float64 if value.floats else np.int64), lambda chunk: chunk)
+    if isinstance(value, list) and value and any(isinstance(v, NumericText | list) for v in value):
+        return [_plain(v) for v in value]
+    return value
 
 
 def cast(array: np.ndarray, info: TensorInfo) -> np.ndarray:
@@ -107,8 +146,8 @@ def cast(array: np.ndarray, info: TensorInfo) -> np.ndarray:
             converted = array.astype(target)
         if target.kind == "f" and not np.isfinite(converted).all():
             raise InvalidInput(f"Input '{info.name}' has values that are not finite in {info.describe()}.")
-        if kind in "iu" and target.kind in "iu" and not np.array_equal(converted, array):
-            raise InvalidInput(f"Input '{info.name}' has values out of range for {info.describe()}.")
+        if kind in "iu" and not _round_trips(converted, array):  # 16777217 into float32, 300 into int8...
+            raise InvalidInput(f"Input '{info.name}' has integers that {info.describe()} cannot hold exactly.")
         return converted
     if target.kind in "iu" and kind == "f":
         with np.errstate(over="ignore", invalid="ignore"):
@@ -118,8 +157,30 @@ def cast(array: np.ndarray, info: TensorInfo) -> np.ndarray:
     raise InvalidInput(f"Input '{info.name}' holds {array.dtype.name} values that {info.describe()} cannot hold exactly.")
 
 
+def _round_trips(converted: np.ndarray, original: np.ndarray) -> bool:
+    """Whether ``converted`` holds exactly ``original``'s integers (floats compared back as integers)."""
+    if converted.dtype.kind == "f":
+        with np.errstate(over="ignore", invalid="ignore"):
+            limit = np.iinfo(original.dtype).max
+            back = converted.astype(original.dtype)
+        # a float at or past the integer type's maximum cannot be cast back: no integer there is exact
+        return bool(np.array_equal(back, original) and not (converted >= float(limit)).any())
+    return bool(np.array_equal(converted, original))
+
+
+def check_finite(name: str, array: np.ndarray) -> None:
+    """Refuse an output JSON cannot carry: NaN or an infinity (the model overflowed, or produced NaN)."""
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise OutputNotFinite(f"The model's output '{name}' holds values that are not finite (NaN or infinity) for "
+                              "this input; JSON cannot carry them (V2 binary outputs can).")
+
+
 def format_response(outputs: dict[str, np.ndarray], infos: list[TensorInfo], columnar: bool) -> dict[str, Any]:
-    """``{"outputs": ...}`` for a columnar request, ``{"predictions": [...]}`` (one entry per row) otherwise."""
+    """``{"outputs": ...}`` for a columnar request, ``{"predictions": [...]}`` (one entry per row) otherwise.
+
+    Refuses (``OutputNotFinite``) outputs that JSON cannot carry."""
+    for info in infos:
+        check_finite(info.name, outputs[info.name])
     if columnar:
         if len(infos) == 1:
             return {"outputs": outputs[infos[0].name]}

@@ -131,5 +131,23 @@ async def test_payload_too_large(settings: Settings, refs: dict[str, Reference])
 
 
 async def test_unknown_route_and_method(server: Server) -> None:
-    assert_error(await server.http.get("/v2/nothing"), 404, "not_found")
-    assert_error(await server.http.post("/v1/slots"), 405, "method_not_allowed")
+    assert_error(await server.http.get("/v1/nothing"), 404, "not_found")
+    refused = await server.http.post("/v1/slots")
+    assert_error(refused, 405, "method_not_allowed")
+    assert refused.headers["allow"] == "GET, HEAD"
+    # several routes share a path: Allow names all their methods
+    both = await server.http.post("/v1/clients/a/model")
+    assert both.status_code == 405 and both.headers["allow"] == "DELETE, PUT"
+    # under the protocols' prefixes the answer has their flat shape
+    for response, status in ((await server.http.get("/v2/nothing"), 404), (await server.http.delete("/v2"), 405),
+                             (await server.http.get("/v1/models/tiny/nothing"), 404)):
+        assert response.status_code == status and isinstance(response.json()["error"], str), response.text
+    assert (await server.http.delete("/v2")).headers["allow"] == "GET, HEAD"
+
+
+async def test_head_answers_as_get_without_a_body(server: Server) -> None:
+    for path in ("/healthz", "/v1/models", "/v1/slots", "/v2", "/openapi.json"):
+        got, head = await server.http.get(path), await server.http.head(path)
+        assert head.status_code == 200 and head.content == b"", path
+        assert head.headers["content-length"] == got.headers["content-length"]
+        assert head.headers["content-type"] == got.headers["content-type"]

@@ -10,7 +10,7 @@ from app.errors import InvalidInput, InvalidRequest, ModelInvalid, ModelNotFound
 from app.partitions import SlotSpec, host_allocator_bytes
 from app.registry import ModelStore
 from app.registry.servable import load_servable
-from app.registry.store import weight_bytes
+from app.registry.footprint import footprint
 from tests.conftest import Server
 from tests.helpers import TOLERANCE, assert_columns_match, assert_rows_match, columns_body, rows_body
 from tests.models import Reference
@@ -28,7 +28,8 @@ def test_store_lists_and_resolves_every_format(format_store: tuple[Path, dict[st
         "odd_outputs": "savedmodel", "pair_h5": "h5", "signals": "savedmodel", "unsafe": "h5"}
     served = directory / "signals" / "2"  # TF Serving's layout: the highest version unless one is asked for
     assert listed["signals"].path == served and listed["signals"].version == 2 and listed["signals"].versions == (1, 2)
-    assert listed["signals"].size_bytes == sum(p.stat().st_size for p in served.rglob("*") if p.is_file())
+    on_disk = [served / "saved_model.pb", *(served / "variables").iterdir()]  # graph and variables, never assets
+    assert listed["signals"].size_bytes == sum(p.stat().st_size for p in on_disk)
     assert listed["flat12"].path == directory / "flat12" and listed["flat12"].version is None  # the plain layout
     assert listed["legacy"].size_bytes == (directory / "legacy.h5").stat().st_size
     assert store.resolve("signals").version == 2
@@ -49,13 +50,16 @@ def test_admission_figures_come_from_the_files(format_store: tuple[Path, dict[st
     directory, refs = format_store
     store = ModelStore(directory)
     # SavedModel: the checkpoint index's variables; .h5: the model's weight datasets, never the optimizer's
-    assert weight_bytes(store.resolve("signals")) == refs["signals_v2"].weight_bytes
-    assert weight_bytes(store.resolve("flat12")) == refs["flat12"].weight_bytes
-    assert weight_bytes(store.resolve("half_plus_three")) == 0
-    assert weight_bytes(store.resolve("legacy")) == refs["legacy"].weight_bytes
-    assert weight_bytes(store.resolve("pair_h5")) == refs["pair_h5"].weight_bytes
+    def weight_bytes(name: str) -> int:
+        return footprint(store.resolve(name), max_graph_bytes=1 << 30).weight_bytes
+
+    assert weight_bytes("signals") == refs["signals_v2"].weight_bytes
+    assert weight_bytes("flat12") == refs["flat12"].weight_bytes
+    assert weight_bytes("half_plus_three") == 0
+    assert weight_bytes("legacy") == refs["legacy"].weight_bytes
+    assert weight_bytes("pair_h5") == refs["pair_h5"].weight_bytes
     with pytest.raises(ModelInvalid, match="cannot be read as a SavedModel"):
-        weight_bytes(store.resolve("broken"))
+        weight_bytes("broken")
 
 
 def test_an_explicit_version_serves_that_version(format_store: tuple[Path, dict[str, Reference]],

@@ -229,9 +229,11 @@ async def test_unknown_model_version_or_not_loaded_by_caller(server: Server, ref
     owner = headers("owner")
     assert (await server.http.post("/v2/models/tiny/versions/1/infer", json=body, headers=owner)).status_code == 200
     for response in (await server.http.post("/v2/models/tiny/versions/2/infer", json=body, headers=owner),
-                     await server.http.get("/v2/models/tiny/versions/2", headers=owner),
-                     await server.http.get("/v2/models/tiny/versions/latest/ready", headers=owner)):
+                     await server.http.get("/v2/models/tiny/versions/2", headers=owner)):
         assert "is not loaded; the caller has version 1" in v2_error(response, 400)
+    for version in ("latest", "١", "1" * 19):  # versions are 1-18 ASCII digits, as the OpenAPI says
+        response = await server.http.get(f"/v2/models/tiny/versions/{version}/ready", headers=owner)
+        assert "path.version" in v2_error(response, 400)
     for client in ("stranger", "default"):  # another client loaded it; these have nothing loaded
         message = v2_error(await infer(server, client, "tiny", body, 400), 400)
         assert message == (f"Model 'tiny' is not loaded for client '{client}' (it has no model loaded); "

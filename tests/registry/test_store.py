@@ -6,7 +6,7 @@ import pytest
 
 from app.errors import InvalidRequest, ModelInvalid, ModelNotFound
 from app.registry import ModelStore
-from app.registry.store import weight_bytes
+from app.registry.footprint import footprint
 from tests.models import Reference
 
 
@@ -28,9 +28,11 @@ def test_resolve_and_list(model_dir: Path, refs: dict[str, Reference]) -> None:
 def test_footprint_is_read_from_the_weights_without_loading(model_dir: Path, refs: dict[str, Reference]) -> None:
     store = ModelStore(model_dir)
     for name in ("tiny", "pair", "nine_mb", "big"):
-        assert weight_bytes(store.resolve(name)) == refs[name].weight_bytes
+        needs = footprint(store.resolve(name), max_graph_bytes=1 << 30)
+        assert needs.weight_bytes == refs[name].weight_bytes and needs.constant_bytes == 0
+        assert 0 < needs.graph_bytes < 64 << 10  # its config.json
     with pytest.raises(ModelInvalid):
-        weight_bytes(store.resolve("corrupt"))
+        footprint(store.resolve("corrupt"), max_graph_bytes=1 << 30)
 
 
 def test_a_missing_store_is_empty(tmp_path: Path) -> None:

@@ -1,7 +1,6 @@
 """The native REST API: models, clients (load, swap, predict, unload) and slots."""
 
 from dataclasses import asdict
-
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -10,7 +9,8 @@ from app import errors
 from app.api.access import Caller
 from app.api.deps import CallerDep, OwnedClientDep, RegistryDep, get_caller
 from app.api.errors import error_responses
-from app.api.responses import FastJSONResponse, read_json, read_model
+from app.api.payload import payload
+from app.api.responses import FastJSONResponse
 from app.api.schemas import (
     PREDICT_BODY, PREDICT_RESPONSE, json_body, ClientRecord, LoadRequest, LoadResponse, ModelList, SlotList,
     UnloadResponse,
@@ -18,13 +18,16 @@ from app.api.schemas import (
 
 # every route needs a key when the server has keys; routes on /clients/{client} also need to own that client
 _AUTH_ERRORS = (errors.Unauthenticated, errors.Forbidden)
+# what reading any body can answer: too big, too slow, over the request budget
+_BODY_ERRORS = (errors.PayloadTooLarge, errors.RequestTimeout, errors.TooManyRequests)
 router = APIRouter(prefix="/v1", dependencies=[Depends(get_caller)])
 
 
 @router.get("/models", response_model=ModelList, tags=["models"], summary="Models in the store",
             description="Open to every key.", responses=error_responses(*_AUTH_ERRORS))
 async def list_models(registry: RegistryDep) -> dict:
-    return {"models": [{"name": m.name, "format": m.format, "size_bytes": m.size_bytes} for m in registry.models()]}
+    models = await registry.models()
+    return {"models": [{"name": m.name, "format": m.format, "size_bytes": m.size_bytes} for m in models]}
 
 
 @router.put(
@@ -34,12 +37,13 @@ async def list_models(registry: RegistryDep) -> dict:
     "`side_by_side` when both models fit, else `replace`. If the load fails the client keeps its previous model, "
     "named in the error's `serving` field.",
     openapi_extra={"requestBody": json_body(LoadRequest)},
-    responses=error_responses(*_AUTH_ERRORS, errors.ModelNotFound, errors.ModelInvalid, errors.NoFreeSlot,
-                              errors.ModelTooLarge),
+    responses=error_responses(*_AUTH_ERRORS, *_BODY_ERRORS, errors.ModelNotFound, errors.ModelInvalid,
+                              errors.ModelUnsafe, errors.NoFreeSlot, errors.ModelTooLarge),
 )
 async def load_model(client: OwnedClientDep, request: Request, registry: RegistryDep) -> dict:
-    body = await read_model(request, LoadRequest)
-    result = await registry.load(client, body.model, body.max_batch_size, body.max_delay_us, body.version)
+    async with payload(request, client) as body:
+        asked = await body.model(LoadRequest)
+    result = await registry.load(client, asked.model, asked.max_batch_size, asked.max_delay_us, asked.version)
     return {**asdict(result.record), "load_ms": round(result.load_ms, 3), "previous_model": result.previous_model,
             "freed_bytes": result.freed_bytes, "residue_bytes": result.residue_bytes, "strategy": result.strategy}
 
@@ -48,13 +52,14 @@ async def load_model(client: OwnedClientDep, request: Request, registry: Registr
     "/clients/{client}/predict", tags=["clients"], summary="Predict with the client's model",
     openapi_extra={"requestBody": PREDICT_BODY},
     responses={200: PREDICT_RESPONSE, **error_responses(
-        *_AUTH_ERRORS, errors.ClientNotFound, errors.InvalidInput, errors.PayloadTooLarge, errors.SlotBusy,
-        errors.SlotOutOfMemory)},
+        *_AUTH_ERRORS, *_BODY_ERRORS, errors.ClientNotFound, errors.InvalidInput, errors.OutputNotFinite,
+        errors.SlotBusy, errors.SlotOutOfMemory)},
 )
 async def predict(client: OwnedClientDep, request: Request, registry: RegistryDep) -> FastJSONResponse:
     # No pydantic model here: validating large nested float lists costs more than the model; the registry checks
     # shapes and dtypes against the model's own inputs instead.
-    return FastJSONResponse(await registry.predict(client, await read_json(request)))
+    async with payload(request, client) as body:
+        return FastJSONResponse(await registry.predict(client, await body.json()))
 
 
 @router.delete(

@@ -20,8 +20,9 @@ from app import errors
 from app.api.deps import RegistryDep, get_caller
 from app.api.flat_errors import flat_error_route
 from app.api.model_routes import Handler, model_route
-from app.api.responses import FastJSONResponse, read_json
-from app.names import NAME_PATTERN
+from app.api.payload import payload
+from app.api.responses import FastJSONResponse
+from app.names import NAME_PATTERN, VERSION_PATTERN
 from app.registry import ModelView, Registry
 from app.registry.tensors import TensorInfo, format_response, parse_request
 
@@ -46,7 +47,9 @@ _NOTES = {400: "INVALID_ARGUMENT / FAILED_PRECONDITION: bad name, version, body,
           401: "UNAUTHENTICATED: no API key, or an unknown or revoked one (with WWW-Authenticate: Bearer)",
           403: "PERMISSION_DENIED: X-Client-Id names another client without an admin key",
           404: "NOT_FOUND: no such model (or version) in the store, or the calling client has not loaded it",
+          408: "The body did not arrive within body_timeout_s",
           413: "The body or its row count is over the server's limit",
+          429: "The server's memory for requests in flight is spent (sent with Retry-After)",
           503: "UNAVAILABLE: the client's slot is mid-swap (sent with Retry-After), or the server is starting",
           507: "The prediction exhausted the slot's memory (this server's own status, as in its native API)"}
 STATUS = {"type": "object", "properties": {"model_version_status": {"type": "array", "items": {
@@ -87,7 +90,7 @@ def _docs(schema: dict[str, Any], *statuses: int) -> dict[int | str, dict[str, A
 router = APIRouter(prefix="/v1/models", tags=["TF Serving REST"], route_class=flat_error_route(_status),
                    dependencies=[Depends(get_caller)])
 ModelName = Annotated[str, Path(pattern=NAME_PATTERN, description="A model in the store.", examples=["tiny"])]
-ModelVersion = Annotated[str, Path(pattern=r"^\d{1,18}$", description="The model version (digits).",
+ModelVersion = Annotated[str, Path(pattern=VERSION_PATTERN, description="The model version: 1-18 digits.",
                                    examples=["1"])]
 def _model_route(method: str, suffix: str, **kwargs: Any) -> Callable[[Handler], Handler]:
     return model_route(router, ModelName, ModelVersion, "", method, suffix, **kwargs)
@@ -96,11 +99,17 @@ def _model_route(method: str, suffix: str, **kwargs: Any) -> Callable[[Handler],
 # ---- routes ------------------------------------------------------------------------------------------------------
 
 @_model_route("POST", ":predict", summary="Predict (TF Serving)", openapi_extra=PREDICT_BODY,
-              responses=_docs(PREDICT_RESPONSE, 413, 507),
+              responses=_docs(PREDICT_RESPONSE, 408, 413, 429, 507),
               description="TF Serving's Predict API on the calling client's model: `instances` (rows) or `inputs` "
               "(columns), optionally `signature_name`; answers `predictions` or `outputs` as TF Serving does.")
 async def predict(request: Request, registry: RegistryDep, client: str, name: str, version: str | None) -> Response:
-    body = await read_json(request)
+    async with payload(request, client) as reader:
+        body = await reader.json()
+        return await _predict(registry, client, name, version, body, len(await reader.raw()) > _OFFLOAD_BYTES)
+
+
+async def _predict(registry: Registry, client: str, name: str, version: str | None, body: Any,
+                   offload: bool) -> Response:
     signature = body.get("signature_name") if isinstance(body, dict) else None
     if signature is not None and not isinstance(signature, str):
         raise errors.InvalidRequest("'signature_name' must be a string.")
@@ -113,8 +122,6 @@ async def predict(request: Request, registry: RegistryDep, client: str, name: st
         arrays, columnar = parse_request(body, view.inputs, registry.settings.max_rows)
         return arrays
 
-    declared = request.headers.get("content-length", "")
-    offload = declared.isdigit() and int(declared) > _OFFLOAD_BYTES
     try:
         view, outputs = await registry.run(client, decode, model=name, offload=offload, signature=signature)
     except (errors.ClientNotFound, errors.ModelNotLoaded) as exc:

@@ -7,13 +7,10 @@ have loaded that model. A model's version is a versioned SavedModel's own number
 status codes, rendered by this router's own route class so the native API keeps its own error shape.
 """
 
-import asyncio
 import logging
-import zlib
 from collections.abc import Callable
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Depends, Path, Request, Response
 
 from app import __version__, errors
@@ -21,22 +18,23 @@ from app.api import v2_codec as codec
 from app.api.deps import ClientIdDep, RegistryDep, get_caller
 from app.api.flat_errors import flat_error_route
 from app.api.model_routes import Handler, model_route
-from app.api.responses import FastJSONResponse, read_body, too_large
-from app.names import NAME_PATTERN
+from app.api.payload import payload
+from app.api.responses import FastJSONResponse
+from app.names import NAME_PATTERN, VERSION_PATTERN
 from app.registry import ModelView, Registry
 
 log = logging.getLogger("slotserve.api")
 
-# Triton answers bad requests, bad tensors and unknown or unready models alike with 400; capacity errors keep
-# their own statuses (503 no_free_slot / slot_busy, 507 model_too_large / slot_out_of_memory, 413 too large).
-_BAD_REQUEST = (errors.InvalidRequest, errors.InvalidInput, errors.ModelInvalid, errors.ModelNotFound,
-                errors.ClientNotFound, errors.ModelNotLoaded)
+# Triton answers bad requests, bad tensors and unknown or unready models alike with 400 (so every 422 of the native
+# API is 400 here); capacity errors keep their own statuses (503 no_free_slot / slot_busy, 507 model_too_large /
+# slot_out_of_memory, 413 too large, 429 over the request budget).
+_BAD_REQUEST = (errors.ModelNotFound, errors.ClientNotFound, errors.ModelNotLoaded)
 _INLINE = 1 << 20  # bodies up to 1 MiB are parsed on the event loop; larger ones in a worker thread
 
 
 def _status(err: errors.SlotServeError) -> int:
     """The status Triton would use for this error."""
-    return 400 if isinstance(err, _BAD_REQUEST) else int(err.status)
+    return 400 if isinstance(err, _BAD_REQUEST) or err.status == 422 else int(err.status)
 
 
 # OpenAPI documentation of the bodies, as JSON schemas (the routes read and write their bodies themselves).
@@ -73,7 +71,9 @@ _LOAD_BODY = _obj(parameters={"type": "object", "description": "Accepted; `confi
 _NOTES = {400: "Bad request or tensor, unknown model, or a model the caller has not loaded.",
           401: "No API key, or an unknown or revoked one (sent with WWW-Authenticate: Bearer).",
           403: "X-Client-Id names another client without an admin key.",
-          413: "The body is over the server's max_body_mb.", 503: "Starting, no free slot, or the slot is busy.",
+          408: "The body did not arrive within body_timeout_s.", 413: "The body is over the server's max_body_mb.",
+          429: "The server's memory for requests in flight is spent (sent with Retry-After).",
+          503: "Starting, no free slot, or the slot is busy.",
           507: "model_too_large or slot_out_of_memory."}
 
 
@@ -98,7 +98,8 @@ health_router = APIRouter(prefix="/v2", tags=["Open Inference Protocol (V2)"], r
 router = APIRouter(prefix="/v2", tags=["Open Inference Protocol (V2)"], route_class=_ROUTE,
                    dependencies=[Depends(get_caller)])
 ModelName = Annotated[str, Path(pattern=NAME_PATTERN, description="A model in the store.", examples=["tiny"])]
-ModelVersion = Annotated[str, Path(description="The model version: a versioned SavedModel's number, else \"1\".", examples=["1"])]
+ModelVersion = Annotated[str, Path(pattern=VERSION_PATTERN, examples=["1"],
+                                   description="The model version: a versioned SavedModel's number, else \"1\".")]
 
 
 @health_router.get("/health/live", summary="The server is live", responses=_docs(_obj(live=_BOOL), authenticated=False))
@@ -133,7 +134,7 @@ def _caller_view(registry: Registry, client: str, name: str, version: str | None
 
 def _unavailable(registry: Registry, client: str, name: str, hint: bool = True) -> errors.SlotServeError:
     """The error for a model the caller cannot use: not in the store, or not loaded by this caller."""
-    if name not in {m.name for m in registry.models()}:
+    if not registry.store.has(name):  # a few stat calls, never a listing
         return errors.ModelNotFound(f"Request for unknown model: '{name}' is not in the model store.")
     loaded = registry.loaded_model(client)
     has = f"it has '{loaded}' loaded" if loaded else "it has no model loaded"
@@ -141,39 +142,11 @@ def _unavailable(registry: Registry, client: str, name: str, hint: bool = True) 
     return errors.ModelNotLoaded(f"Model '{name}' is not loaded for client '{client}' ({has}){advice}.")
 
 
-async def _body(request: Request) -> bytes:
-    """The raw body, bounded by ``max_body_mb`` before and after decompression."""
-    limit = request.app.state.settings.max_body_mb << 20
-    raw = await read_body(request)
-    return _decompress(raw, request.headers.get("content-encoding", ""), limit, too_large(limit))
-
-
-def _decompress(raw: bytes, encoding: str, limit: int, too_large: errors.PayloadTooLarge) -> bytes:
-    """Undo gzip or deflate request compression (tritonclient's ``request_compression_algorithm``), bounded."""
-    encoding = encoding.strip().lower()
-    if encoding in ("", "identity"):
-        return raw
-    if encoding not in ("gzip", "deflate"):
-        raise errors.InvalidRequest("The request's Content-Encoding is not supported; use gzip, deflate or none.")
-    inflater = zlib.decompressobj(zlib.MAX_WBITS | 16 if encoding == "gzip" else zlib.MAX_WBITS)
-    try:
-        body = inflater.decompress(raw, limit + 1)
-    except zlib.error:
-        raise errors.InvalidRequest(f"The body is not valid {encoding} data.") from None
-    if len(body) > limit or inflater.unconsumed_tail:
-        raise too_large
-    return body
-
-
-async def _json_object(request: Request) -> dict[str, Any]:
+async def _json_object(request: Request, client: str) -> dict[str, Any]:
     """A small JSON object body; an absent or empty body is ``{}`` (clients send none for the repository calls)."""
-    raw = await _body(request)
-    if not raw.strip():
-        return {}
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise errors.InvalidRequest("The body is not valid JSON.") from None
+    async with payload(request, client) as reader:
+        raw = await reader.raw()
+        value = await reader.decode(raw) if raw.strip() else {}
     if not isinstance(value, dict) or not isinstance(value.get("parameters", {}), dict):
         raise errors.InvalidRequest("The body must be a JSON object; its 'parameters', if any, an object.")
     return value
@@ -200,7 +173,8 @@ async def model_ready(request: Request, registry: Registry, client: str, name: s
     return {"name": name, "ready": True}
 
 
-@_model_route("POST", "/infer", summary="Inference", responses=_docs(INFER_RESPONSE, 400, 413, 503, 507, binary=True),
+@_model_route("POST", "/infer", summary="Inference",
+              responses=_docs(INFER_RESPONSE, 400, 408, 413, 429, 503, 507, binary=True),
               openapi_extra=_request_body(INFER_REQUEST, True, json={"id": "r1", "inputs": [
                   {"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [[1, 2, 3, 4]]}]}),
               description="JSON tensors (flat or nested `data`), or binary tensor data: the JSON header's length in "
@@ -210,18 +184,18 @@ async def model_ready(request: Request, registry: Registry, client: str, name: s
               "value changes. 400 if the caller has not loaded the model.")
 async def infer(request: Request, registry: Registry, client: str, name: str, version: str | None) -> Response:
     _caller_view(registry, client, name, version)  # the version check; run() checks the model again
-    body = await _body(request)
-    header_length = request.headers.get("inference-header-content-length")
-    large = len(body) > _INLINE
-    parsed = (await asyncio.to_thread(codec.parse_infer, body, header_length) if large
-              else codec.parse_infer(body, header_length))
-    max_rows = registry.settings.max_rows
-    try:  # the registry waits out a swap, checks the model is the caller's, validates (decode) and batches
-        view, outputs = await registry.run(client, lambda v: codec.decode_inputs(parsed, v, max_rows), model=name,
-                                           offload=large)
-    except (errors.ClientNotFound, errors.ModelNotLoaded):
-        raise _unavailable(registry, client, name) from None
-    content, json_length = codec.encode_response(name, parsed, view, outputs)
+    async with payload(request, client) as reader:
+        body = await reader.raw()
+        header, binary = codec.split_body(body, request.headers.get("inference-header-content-length"))
+        parsed = codec.parse_infer(await reader.decode(header), binary)
+        await reader.lease.reserve(len(binary))  # the arrays binary tensors become (a cast copies them)
+        max_rows = registry.settings.max_rows
+        try:  # the registry waits out a swap, checks the model is the caller's, validates (decode) and batches
+            view, outputs = await registry.run(client, lambda v: codec.decode_inputs(parsed, v, max_rows),
+                                               model=name, offload=len(body) > _INLINE)
+        except (errors.ClientNotFound, errors.ModelNotLoaded):
+            raise _unavailable(registry, client, name) from None
+        content, json_length = codec.encode_response(name, parsed, view, outputs)
     if json_length is None:
         return Response(content, media_type="application/json")
     return Response(content, media_type="application/octet-stream",
@@ -233,13 +207,14 @@ async def infer(request: Request, registry: Registry, client: str, name: str, ve
              responses=_docs(INDEX, 400),
              description="`ready: true` lists only the models the caller has ready. The body may be empty.")
 async def repository_index(request: Request, client: ClientIdDep, registry: RegistryDep) -> FastJSONResponse:
-    body = await _json_object(request)
+    body = await _json_object(request, client)
     if not isinstance(body.get("ready", False), bool):
         raise errors.InvalidRequest("'ready' must be true or false.")
     loaded = registry.loaded_model(client)
-    entries = [{"name": m.name, "version": codec.served_version(m.version), "state": "READY" if m.name == loaded else "UNAVAILABLE",
+    entries = [{"name": m.name, "version": codec.served_version(m.version),
+                "state": "READY" if m.name == loaded else "UNAVAILABLE",
                 "reason": "" if m.name == loaded else "not loaded by this client"}
-               for m in registry.models() if m.name == loaded or not body.get("ready")]
+               for m in await registry.models() if m.name == loaded or not body.get("ready")]
     return FastJSONResponse(entries)
 
 
@@ -249,7 +224,7 @@ async def repository_index(request: Request, client: ClientIdDep, registry: Regi
              description="The caller's first load claims a free slot; a later one swaps its model in place. "
              "The body may be empty; configuration or file overrides (`config`, `file:...`) are refused.")
 async def load_model(name: ModelName, request: Request, client: ClientIdDep, registry: RegistryDep) -> dict:
-    parameters = (await _json_object(request)).get("parameters", {})
+    parameters = (await _json_object(request, client)).get("parameters", {})
     if any(key == "config" or key.startswith("file:") for key in parameters):
         raise errors.InvalidRequest("Configuration and file overrides are not supported; models load as stored.")
     await registry.load(client, name)
@@ -261,7 +236,7 @@ async def load_model(name: ModelName, request: Request, client: ClientIdDep, reg
              responses=_docs(_obj(name=_text(), unload=_BOOL), 400, 503),
              description="400 unless the calling client has this model loaded. The body may be empty.")
 async def unload_model(name: ModelName, request: Request, client: ClientIdDep, registry: RegistryDep) -> dict:
-    await _json_object(request)
+    await _json_object(request, client)
     try:
         await registry.unload(client, name)  # checks the name under the slot's lock: a racing swap is not unloaded
     except (errors.ClientNotFound, errors.ModelNotLoaded):
