@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/request_path.py
 	$(BIN)/python bench/load.py
 	$(BIN)/python bench/churn.py
+	$(BIN)/python bench/abuse.py
 
 clean:
 	rm -rf $(VENV) $(MODELS) .pytest_cache

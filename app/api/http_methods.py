@@ -11,7 +11,6 @@ import logging
 import re
 from typing import Any
 
-from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.errors import render_for
@@ -77,7 +76,9 @@ class MethodTable:
         for router in routers:
             for route in router.routes:
                 if getattr(route, "methods", None):
-                    self._routes.append((compile_path(route.path)[0], set(route.methods)))
+                    # a path parameter here never holds ':', so /v1/models/{name} does not claim {name}:predict
+                    pattern = re.sub(r"\{[^}]+\}", "[^/:]+", route.path)
+                    self._routes.append((re.compile(f"^{pattern}$"), set(route.methods)))
 
     def allowed(self, path: str) -> str:
         """Every method some route accepts on ``path`` (GET implying HEAD), for the ``Allow`` header."""

@@ -8,9 +8,26 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
+from starlette.convertors import Convertor, register_url_convertor
 
 from app.api.deps import ClientIdDep, RegistryDep
 from app.registry import Registry
+
+
+class _SegmentWithoutColon(Convertor[str]):
+    """A path segment without ':': TF Serving's ``/v1/models/{name}:predict`` verbs then never route to the
+    ``/v1/models/{name}`` GET routes, so a GET on a verb URL is 405, not a 400 about the model name."""
+
+    regex = "[^/:]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("model", _SegmentWithoutColon())
 
 Handler = Callable[[Request, Registry, str, str, str | None], Awaitable[Any]]
 
@@ -28,8 +45,9 @@ def model_route(router: APIRouter, name_type: Any, version_type: Any, prefix: st
                             registry: RegistryDep) -> Any:
             return await handler(request, registry, client, name, version)
 
-        for path, endpoint, tag in ((f"{prefix}/{{name}}{suffix}", latest, ""),
-                                    (f"{prefix}/{{name}}/versions/{{version}}{suffix}", versioned, "_versioned")):
+        for path, endpoint, tag in ((f"{prefix}/{{name:model}}{suffix}", latest, ""),
+                                    (f"{prefix}/{{name:model}}/versions/{{version:model}}{suffix}", versioned,
+                                     "_versioned")):
             router.add_api_route(path, endpoint, methods=[method], response_model=None,
                                  name=f"{router.prefix.strip('/').replace('/', '_')}_{handler.__name__}{tag}",
                                  **kwargs)

@@ -22,6 +22,7 @@ from app.api.budget import Lease, RequestBudget
 from app.api.responses import describe_validation
 from app.errors import ClientDisconnected, InvalidInput, InvalidRequest, PayloadTooLarge, RequestTimeout
 from app.registry import lean_json
+from app.registry.decoding import DecodePool
 
 log = logging.getLogger("slotserve.api")
 M = TypeVar("M", bound=BaseModel)
@@ -45,6 +46,11 @@ class Payload:
         self.timeout_s = settings.body_timeout_s
         self._raw: bytes | bytearray | None = None
 
+    @property
+    def pool(self) -> DecodePool:
+        """The registry's pool for CPU-heavy request work (the routes that read bodies depend on the registry)."""
+        return self.request.app.state.registry.decoding
+
     async def raw(self) -> bytes | bytearray:
         """The body (inflated if it was sent gzip- or deflate-encoded), at most ``max_body_mb`` either way."""
         if self._raw is None:
@@ -64,13 +70,13 @@ class Payload:
                 await self.lease.reserve(parse_cost(raw))
                 lean_json.check_integers(raw)
                 return orjson.loads(raw)
-            document = await asyncio.to_thread(lean_json.prepare, raw)
+            document = await self.pool.run(lean_json.prepare, raw)
             if document is not None:
                 await self.lease.reserve(NUMBER_BYTES * document.numbers)
                 return document.value
-            await self.lease.reserve(await asyncio.to_thread(parse_cost, raw))
-            await asyncio.to_thread(lean_json.check_integers, raw)
-            return await asyncio.to_thread(orjson.loads, raw)
+            await self.lease.reserve(await self.pool.run(parse_cost, raw))
+            await self.pool.run(lean_json.check_integers, raw)
+            return await self.pool.run(orjson.loads, raw)
         except orjson.JSONDecodeError:
             raise InvalidRequest("The body is not valid JSON.") from None
         except lean_json.HugeInteger as exc:
@@ -133,7 +139,7 @@ class Payload:
             await self.lease.reserve(step)
             try:
                 piece = (inflater.decompress(pending, step) if len(pending) <= _INLINE
-                         else await asyncio.to_thread(inflater.decompress, pending, step))
+                         else await self.pool.run(inflater.decompress, pending, step))
             except zlib.error:
                 raise InvalidRequest(f"The body is not valid {encoding} data.") from None
             pieces.append(piece)

@@ -107,13 +107,17 @@ PREDICT_BODY = {
     "required": True,
     "content": {"application/json": {"schema": {
         "type": "object",
-        "description": "Exactly one of 'instances' (rows) or 'inputs' (columns).",
+        "description": "Exactly one of 'instances' (rows) or 'inputs' (columns), nothing else. Their values must "
+                       "fit the loaded model's inputs (shapes and dtypes in GET /v2/models/{model}).",
         "properties": {
-            "instances": {"type": "array", "description": "One entry per row: the row itself for a one-input model, "
-                          "an object by input name for several inputs.", "items": {}},
+            "instances": {"type": "array", "minItems": 1, "items": {}, "description": "One entry per row: the row "
+                          "itself for a one-input model, an object by input name for several inputs."},
             "inputs": {"description": "A batch (list) for a one-input model, an object of batches by input name "
-                       "for several inputs.", "oneOf": [{"type": "array", "items": {}}, {"type": "object"}]},
+                       "for several inputs.", "oneOf": [{"type": "array", "minItems": 1, "items": {}},
+                                                        {"type": "object", "minProperties": 1}]},
         },
+        "oneOf": [{"required": ["instances"]}, {"required": ["inputs"]}],
+        "additionalProperties": False,
     }, "examples": {
         "rows": {"value": {"instances": [[0.1, 0.2, 0.3]]}},
         "columns": {"value": {"inputs": {"a": [[1.0, 2.0]], "b": [[3.0]]}}},

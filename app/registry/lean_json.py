@@ -22,8 +22,8 @@ import numpy as np
 import orjson
 
 THRESHOLD = 64 << 10  # arrays with less text than this are parsed by orjson with the rest of the body
-CHUNK = 1 << 20  # text parsed per orjson call while materializing
-_SPAN = re.compile(rb"\[[\[\]0-9eE+\-.,\s]{%d,}" % (THRESHOLD - 1))
+CHUNK = 256 << 10  # text parsed per orjson call while materializing (it holds the GIL that long: ~1 ms)
+_SPANS: dict[int, re.Pattern[bytes]] = {}
 _KEY = "\x00slotserve"  # the placeholder {"\u0000slotserve": n}: a key no client sends, and invalid in a string
 _BRACKETS = bytes.maketrans(b"[]", b"  ")
 
@@ -122,11 +122,13 @@ class LeanDocument:
     numbers: int
 
 
-def prepare(raw: bytes) -> LeanDocument | None:
-    """The body with its big numeric arrays kept as text; ``None`` when it has none, when they are not regular, or
-    when the body is not JSON: parse it with orjson then (which says what is wrong with it)."""
+def prepare(raw: bytes | bytearray, threshold: int = THRESHOLD) -> LeanDocument | None:
+    """The body with its numeric arrays of ``threshold`` bytes or more kept as text; ``None`` when it has none, when
+    they are not regular, or when the body is not JSON: parse it with orjson then (which says what is wrong)."""
+    if threshold not in _SPANS:
+        _SPANS[threshold] = re.compile(rb"\[[\[\]0-9eE+\-.,\s]{%d,}" % (threshold - 1))
     spans = []
-    for match in _SPAN.finditer(raw):
+    for match in _SPANS[threshold].finditer(raw):
         try:
             spans.append(_Scan(raw, match.start(), match.end()).result())
         except NotRegular:

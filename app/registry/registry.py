@@ -16,6 +16,7 @@ from app.errors import (
 )
 from app.partitions import SlotSpec, plan_partitions
 from app.registry.batching import Arrays, BatchPolicy
+from app.registry.decoding import DecodePool, default_workers
 from app.names import is_valid_name
 from app.registry.records import ClientRecord, LoadResult, SlotRecord, UnloadResult
 from app.registry.slot import Memory, ModelView, Slot, SlotState
@@ -39,6 +40,7 @@ class Registry:
         self.default_policy = BatchPolicy(settings.max_batch_size, settings.max_delay_us)
         self._clients: dict[str, Slot] = {}
         self._claim_lock = asyncio.Lock()
+        self.decoding = DecodePool(default_workers())
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Registry":
@@ -170,7 +172,7 @@ class Registry:
             if not offload:
                 arrays = decode(view)
             else:
-                arrays = await asyncio.to_thread(decode, view)
+                arrays = await self.decoding.run(decode, view)
                 if slot.loaded is not loaded or not slot.open.is_set():
                     continue  # swapped or unloading meanwhile: its drain may not have covered this request
             if signature is not None and signature != view.default_signature:
@@ -210,6 +212,7 @@ class Registry:
             log.warning("%d slot(s) still busy (a load in progress) after %ss; not waiting for them",
                         len(pending), timeout_s)
         self._clients.clear()
+        self.decoding.close()
         gc.collect()
 
     # ---- internals -----------------------------------------------------------------------------------------

@@ -3,8 +3,6 @@
 import asyncio
 import enum
 import logging
-import os
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -15,6 +13,7 @@ import tensorflow as tf
 from app.errors import InvalidInput, ModelTooLarge
 from app.partitions import SlotMeter, SlotSpec, TensorLedger, TrackedGroup, collect_garbage
 from app.registry.batching import BatchPolicy, BatchQueue
+from app.registry.decoding import lower_priority
 from app.registry.footprint import Footprint
 from app.registry.servable import Servable, load_servable
 from app.registry.store import ModelFile
@@ -22,6 +21,7 @@ from app.registry.signatures import unservable
 from app.registry.tensors import TensorInfo
 
 T = TypeVar("T")
+LOAD_NICE = 5
 log = logging.getLogger("slotserve.registry")
 
 
@@ -118,7 +118,9 @@ class Slot:
         self.open = asyncio.Event()
         self.open.set()
         self._infer = ThreadPoolExecutor(1, thread_name_prefix=f"slot{spec.index}-infer")
-        self._work = ThreadPoolExecutor(1, thread_name_prefix=f"slot{spec.index}-work", initializer=_lower_priority)
+        # loads yield the CPU to predictions: on a busy host a load takes longer, other slots' requests do not
+        self._work = ThreadPoolExecutor(1, thread_name_prefix=f"slot{spec.index}-work",
+                                        initializer=lower_priority(LOAD_NICE))
 
     @property
     def index(self) -> int:
@@ -201,14 +203,6 @@ class Slot:
 def _collect_and_measure(meter: SlotMeter, group: TrackedGroup) -> int:
     collect_garbage(group)
     return meter.in_use()
-
-
-def _lower_priority() -> None:
-    """Loads yield the CPU to predictions: on a busy host a load takes longer, other slots' requests do not."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 5)
-    except (AttributeError, OSError):  # not Linux, or not allowed: loads simply run at normal priority
-        pass
 
 
 def _nothing() -> None:

@@ -28,13 +28,17 @@ class TensorInfo:
         return f"'{self.name}' {self.dtype.name}[{dims}]"
 
 
-def parse_request(body: Any, inputs: list[TensorInfo], max_rows: int) -> tuple[dict[str, np.ndarray], bool]:
-    """Arrays by input name from ``{"instances": [...]}`` or ``{"inputs": ...}``; also whether it was columnar."""
+def parse_request(body: Any, inputs: list[TensorInfo], max_rows: int,
+                  extra: frozenset[str] | set[str] = frozenset()) -> tuple[dict[str, np.ndarray], bool]:
+    """Arrays by input name from ``{"instances": [...]}`` or ``{"inputs": ...}``; also whether it was columnar.
+
+    ``extra`` names other keys the body may have (TF Serving's ``signature_name``)."""
     if not isinstance(body, dict):
         raise InvalidRequest("The body must be a JSON object with 'instances' (rows) or 'inputs' (columns).")
     keys = set(body) & {"instances", "inputs"}
-    if len(keys) != 1 or set(body) - {"instances", "inputs", "signature_name"}:
-        raise InvalidRequest("The body must have exactly one of 'instances' (rows) or 'inputs' (columns).")
+    if len(keys) != 1 or set(body) - {"instances", "inputs", *extra}:
+        allowed = f", and optionally {', '.join(sorted(extra))}" if extra else ", and nothing else"
+        raise InvalidRequest(f"The body must have exactly one of 'instances' (rows) or 'inputs' (columns){allowed}.")
     columnar = "inputs" in keys
     raw = _columns(body["inputs"], inputs) if columnar else _rows(body["instances"], inputs)
     arrays = {info.name: to_array(raw[info.name], info, max_rows) for info in inputs}

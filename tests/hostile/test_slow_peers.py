@@ -45,7 +45,7 @@ def test_a_client_gone_mid_body_is_not_an_error(server) -> None:
         assert sock.recv(1024).startswith(b"HTTP/1.1 200")
     server.proc.send_signal(signal.SIGTERM)
     assert server.proc.wait(60) == 0
-    output = server.proc.communicate()[0]
+    output = server.read_output()
     errors = [line for line in output.splitlines() if "ERROR" in line and "cuInit" not in line]  # TF's CPU notice
     assert errors == [] and "Traceback" not in output and "unexpected" not in output
 
@@ -71,6 +71,6 @@ def test_a_trickled_body_cannot_hold_shutdown(server) -> None:
     server.proc.send_signal(signal.SIGTERM)
     assert server.proc.wait(60) == 0  # within the 2 s bound plus start-up of the exit, not the two minutes
     assert sent["bytes"] < 600
-    output = server.proc.communicate()[0]
+    output = server.read_output()
     assert "timeout graceful shutdown exceeded" in output and "cancelled at shutdown: PUT" in output
     assert "Traceback" not in output

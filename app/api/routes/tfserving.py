@@ -67,13 +67,16 @@ PREDICT_RESPONSE = {"type": "object", "description": "'predictions' for an 'inst
                                    "outputs": {"oneOf": [{"type": "array", "items": _ANY}, {"type": "object"}]}},
                     "example": {"predictions": [3.5, 4.0, 5.5]}}
 PREDICT_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
-    "type": "object", "description": "Exactly one of 'instances' (rows) or 'inputs' (columns).",
+    "type": "object", "description": "Exactly one of 'instances' (rows) or 'inputs' (columns), optionally "
+    "'signature_name'; nothing else.",
     "properties": {
         "signature_name": {"type": "string", "description": "A signature of the model (default: serving_default)."},
-        "instances": {"type": "array", "items": _ANY, "description": "One entry per row: the row itself for a "
-                      "one-input signature, an object by input name for several."},
+        "instances": {"type": "array", "minItems": 1, "items": _ANY, "description": "One entry per row: the row "
+                      "itself for a one-input signature, an object by input name for several."},
         "inputs": {"description": "A batch for a one-input signature, or an object of batches by input name.",
-                   "oneOf": [{"type": "array", "items": _ANY}, {"type": "object"}]}}},
+                   "oneOf": [{"type": "array", "minItems": 1, "items": _ANY},
+                             {"type": "object", "minProperties": 1}]}},
+    "oneOf": [{"required": ["instances"]}, {"required": ["inputs"]}], "additionalProperties": False},
     "examples": {"rows": {"value": {"instances": [1.0, 2.0, 5.0]}},
                  "named rows": {"value": {"instances": [{"signal": [1, 2, 3, 4, 5], "sensor": [[1, 2], [3, 4]]}]}},
                  "columns": {"value": {"signature_name": "serving_default",
@@ -119,7 +122,7 @@ async def _predict(registry: Registry, client: str, name: str, version: str | No
     def decode(view: ModelView) -> dict[str, Any]:
         nonlocal columnar
         _check_version(view, version)
-        arrays, columnar = parse_request(body, view.inputs, registry.settings.max_rows)
+        arrays, columnar = parse_request(body, view.inputs, registry.settings.max_rows, extra={"signature_name"})
         return arrays
 
     try:
@@ -150,11 +153,11 @@ async def metadata(request: Request, registry: RegistryDep, client: str, name: s
             "metadata": {"signature_def": {"signature_def": defs}}}
 
 
-@router.post("/{name}:{verb}", summary="Other TF Serving verbs (not served)", responses=_docs(ERROR),
+@router.post("/{name:model}:{verb}", summary="Other TF Serving verbs (not served)", responses=_docs(ERROR),
              description="`:classify` and `:regress` need TF Serving's classification and regression signatures; "
              "this server answers `:predict` only, so any other verb is 404.")
-@router.post("/{name}/versions/{version}:{verb}", include_in_schema=False)
-async def other_verb(name: str, verb: str) -> Response:
+@router.post("/{name:model}/versions/{version:model}:{verb}", include_in_schema=False)
+async def other_verb(name: ModelName, verb: Annotated[str, Path(pattern=r"^[A-Za-z]{1,32}$")]) -> Response:
     raise errors.NotFound(f"This server serves ':predict' only, not ':{verb}' (model '{name}').")
 
 
