@@ -8,11 +8,10 @@ import gc
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from app.errors import (
-    ClientNotFound, InvalidRequest, ModelNotLoaded, ModelTooLarge, ModelUnsafe, NoFreeSlot, SlotBusy, SlotServeError,
+    ClientNotFound, InvalidRequest, ModelNotLoaded, NoFreeSlot, SlotBusy, SlotServeError,
 )
 from app.partitions import SlotSpec, plan_partitions
 from app.registry.batching import Arrays, BatchPolicy
@@ -20,7 +19,7 @@ from app.registry.decoding import DecodePool, default_workers
 from app.names import is_valid_name
 from app.registry.records import ClientRecord, LoadResult, SlotRecord, UnloadResult
 from app.registry.slot import Memory, ModelView, Slot, SlotState
-from app.registry.footprint import Footprint, footprint
+from app.registry.admission import Admission, admit
 from app.registry.lean_json import NumericText
 from app.registry.store import ModelFile, ModelStore
 from app.registry.swaps import swap_in
@@ -217,7 +216,7 @@ class Registry:
 
     # ---- internals -----------------------------------------------------------------------------------------
 
-    async def _load_locked(self, slot: Slot, client: str, model_file: ModelFile, needs: "Admission",
+    async def _load_locked(self, slot: Slot, client: str, model_file: ModelFile, needs: Admission,
                            policy: BatchPolicy) -> LoadResult:
         started = time.perf_counter()
         previous = slot.loaded.name if slot.loaded else None
@@ -256,32 +255,10 @@ class Registry:
             raise ClientNotFound(f"Client '{client}' has no model loaded.", client=client)
         return slot
 
-    def _admit(self, model_file: ModelFile) -> "Admission":
-        """Refuse, before any slot is touched or claimed, a model that cannot fit a slot even on its own, or a
-        SavedModel whose graph would run deny-listed ops (unless the operator trusts them). Reads files: call it
-        off the event loop."""
-        limit = self.slots[0].spec.limit_bytes
-        needs = footprint(model_file, max_graph_bytes=limit)
-        if needs.denied_ops and not self.settings.trust_savedmodel_ops:
-            raise ModelUnsafe(
-                f"Model '{model_file.name}' is refused: its graph would run {', '.join(needs.denied_ops[:5])}, "
-                "which reach files, Python or other hosts (an operator who trusts the store can allow them with "
-                "--trust-savedmodel-ops).", model=model_file.name, ops=list(needs.denied_ops))
-        # tensors (variables and constants) plus the margin, and the graph or config the load also holds
-        estimate = int(needs.tensor_bytes * (1 + self.settings.admission_margin)) + needs.graph_bytes
-        if estimate > limit:
-            raise ModelTooLarge(
-                f"Model '{model_file.name}' needs about {estimate} bytes but a slot holds {limit} bytes.",
-                model=model_file.name, needed_bytes=estimate, limit_bytes=limit)
-        return Admission(needs, estimate)
-
-
-@dataclass(frozen=True)
-class Admission:
-    """An admitted model's footprint, and the bytes the swap strategy plans with."""
-
-    footprint: Footprint
-    estimate: int
+    def _admit(self, model_file: ModelFile) -> Admission:
+        """``admit`` against this registry's slots and settings; reads files, so it runs off the event loop."""
+        return admit(model_file, self.slots[0].spec.limit_bytes, self.settings.admission_margin,
+                     self.settings.trust_savedmodel_ops)
 
 
 def _is_large(body: Any, rows: int = 256) -> bool:
