@@ -17,5 +17,12 @@ def is_valid_name(name: str) -> bool:
 
 
 def parse_version(text: str) -> int | None:
-    """The version a directory or URL names: 1-18 ASCII digits (so it fits an int64), else ``None``."""
+    """The version a request names: 1-18 ASCII digits (so it fits an int64), else ``None``."""
     return int(text) if _VERSION.fullmatch(text) else None
+
+
+def version_directory(name: str) -> int | None:
+    """The version a store directory is: written without leading zeros ("7", not "007", which would be a second
+    name for it), else ``None`` (not a version directory)."""
+    version = parse_version(name)
+    return version if version is not None and str(version) == name else None

@@ -48,6 +48,14 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         self._disarm()
         super().connection_lost(exc)
 
+    def on_response_complete(self) -> None:
+        # answered before its body was all read (GET /healthz with a Content-Length of a gigabyte, trickled): the
+        # connection would keep reading, and every byte would restart keep-alive. Close it instead.
+        unread = self.cycle is not None and self.cycle.more_body
+        super().on_response_complete()
+        if unread and not self.transport.is_closing():
+            self.transport.close()
+
     def _arm(self) -> None:
         if self._header_timer is None:
             self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_too_slow)
@@ -79,10 +87,10 @@ def run(app: Any, settings: Settings, sock: socket.socket) -> None:
     for stop in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop, _stopped)
     uvicorn.Server(config).run(sockets=[sock])
-    stuck = [t.name for t in threading.enumerate() if t.name.startswith("slot") and t.is_alive()]
+    stuck = [t.name for t in threading.enumerate() if t.name.startswith(("slot", "decode")) and t.is_alive()]
     if stuck:
-        # a load cannot be interrupted inside TensorFlow, and Python would wait for it at exit: the assignments
-        # are already durable, so leave without it rather than outlive the shutdown bound
-        log.warning("exiting while %s still run a load; it is abandoned", ", ".join(stuck))
+        # a load (or a body's decoding) cannot be interrupted, and Python would wait for it at exit: leave without
+        # it rather than outlive the shutdown bound (what must be durable already is)
+        log.warning("exiting while %s still run; their work is abandoned", ", ".join(stuck))
         logging.shutdown()
         os._exit(0)

@@ -45,7 +45,13 @@ class RequestBudget:
             lease.held = 0
 
     def in_use(self, client: str) -> int:
+        """Bytes ``client``'s requests hold now."""
         return self._by_client.get(client, 0)
+
+    @property
+    def requests(self) -> int:
+        """Requests with a body in flight now, all clients together."""
+        return sum(self._requests.values())
 
     async def _reserve(self, client: str, nbytes: int, held: int) -> None:
         if held + nbytes > self.client_bytes:  # this request alone could never fit, however long it waited

@@ -1,8 +1,8 @@
 """Request bodies: read under the request budget, bounded in size and in time, inflated and decoded off the loop.
 
 Every route that reads a body does it inside ``async with payload(request, client) as body``. That lease reserves
-what the body will cost before it is read: its declared length (or each chunk as it arrives), what inflating it
-will produce, and what decoding it will allocate. The lease gives everything back when the route returns. Bodies
+what the body costs: each chunk as it arrives (a declared length alone reserves nothing), what inflating it will
+produce, and what decoding it will allocate. The lease gives everything back when the route returns. Bodies
 are parsed as JSON whatever their Content-Type says (curl -d sends form-encoded by default). Big numeric arrays
 never become Python objects (``lean_json``).
 """
@@ -94,27 +94,21 @@ class Payload:
         """The raw body: 413 unread when its Content-Length is over the limit, else as soon as it proves larger;
         408 when it has not all arrived within ``body_timeout_s``."""
         declared = self.request.headers.get("content-length")
-        length = None
         if declared is not None:
             if not (declared.isascii() and declared.isdigit()) or len(declared) > _MAX_LENGTH_DIGITS:
                 raise InvalidRequest("Content-Length must be a number of bytes.")
-            length = int(declared)
-            if length > self.limit:
+            if int(declared) > self.limit:
                 raise too_large(self.limit)
-            await self.lease.reserve(length)
-        body = bytearray(length or 0)
-        size = 0
+        # bytes are reserved and kept as they arrive, never on a declared length alone: a client that declares
+        # 64 MiB and sends nothing holds nothing
+        body = bytearray()
         try:
             async with asyncio.timeout(self.timeout_s):
                 async for chunk in self.request.stream():
-                    if size + len(chunk) > self.limit:
+                    if len(body) + len(chunk) > self.limit:
                         raise too_large(self.limit)
-                    if length is None:
-                        await self.lease.reserve(len(chunk))
-                        body += chunk
-                    else:
-                        body[size:size + len(chunk)] = chunk
-                    size += len(chunk)
+                    await self.lease.reserve(len(chunk))
+                    body += chunk
         except TimeoutError:
             raise RequestTimeout(f"The body did not arrive within {self.timeout_s:g} s.") from None
         except ClientDisconnect:
@@ -122,8 +116,6 @@ class Payload:
             log.debug("client disconnected before its body arrived: %s %s", self.request.method,
                       self.request.url.path)
             raise ClientDisconnected("The client went away before its body arrived.") from None
-        if length is not None and size != length:
-            del body[size:]  # the server's HTTP layer enforces Content-Length; this only keeps the buffer honest
         return body
 
     async def _inflate(self, body: bytes | bytearray, encoding: str) -> bytes:

@@ -44,5 +44,5 @@ class DecodePool:
 
 
 def default_workers() -> int:
-    """Half the cores, at least one: the other half stays with inference and the event loop."""
-    return max(1, (os.cpu_count() or 2) // 2)
+    """Half the cores, at least two: one slow body never holds up every other big body."""
+    return max(2, (os.cpu_count() or 2) // 2)

@@ -16,6 +16,7 @@ import h5py
 
 from app.errors import ModelInvalid, ModelTooLarge, SlotServeError
 from app.registry.graph_check import inspect_saved_model
+from app.registry.keras_files import h5_config_bound
 from app.registry.savedmodel import SAVED_MODEL_FILE, checkpoint_index, variables_bytes
 from app.registry.store import ModelFile
 
@@ -89,7 +90,9 @@ def _keras(name: str, path: Path) -> Footprint:
         config_bytes = config.file_size if config else 0  # zipfile never reads past a member's declared size
         _check_config(name, config_bytes)
         if _WEIGHTS_MEMBER not in members:
-            return Footprint(0, graph_bytes=config_bytes)  # a model with no weights at all
+            # no weights (none at all, or another weights format such as .npz): their members' declared sizes
+            others = sum(info.file_size for member, info in members.items() if member.startswith("model.weights"))
+            return Footprint(others, graph_bytes=config_bytes)
         with archive.open(_WEIGHTS_MEMBER) as member:
             # Keras stores the member uncompressed, so h5py seeks through it and reads only metadata
             source = member if member.seekable() else io.BytesIO(member.read())
@@ -101,17 +104,7 @@ def _keras(name: str, path: Path) -> Footprint:
 
 def _h5(name: str, path: Path) -> Footprint:
     with h5py.File(path, "r") as h5:
-        # The configuration is a variable-length string attribute, whose length HDF5 reports only by reading it;
-        # everything in the file that is not dataset storage bounds it, and costs nothing to measure.
-        stored = 0
-
-        def storage(_: str, obj: object) -> None:
-            nonlocal stored
-            if isinstance(obj, h5py.Dataset):
-                stored += obj.id.get_storage_size()
-
-        h5.visititems(storage)
-        config_bytes = max(path.stat().st_size - stored, 0)
+        config_bytes = h5_config_bound(h5, path)
         _check_config(name, config_bytes)
         # optimizer state ("optimizer_weights") is saved beside the weights but never loaded (compile=False)
         weights = _dataset_bytes(h5[_H5_WEIGHTS]) if _H5_WEIGHTS in h5 else 0

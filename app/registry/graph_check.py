@@ -16,36 +16,23 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
 # Ops a served model has no business running: file system access, Python callbacks, file-backed readers and
-# datasets, writers, remote execution. The list is explicit so a reader can check it; `_DENIED_SUFFIXES` catches
-# the reader family's many versions.
+# datasets, writers, remote execution, graphs carried as data. A deny-list can only name what it knows, so it is
+# wide on purpose: whole families by name (`_DENIED_WORDS`: every tf.data dataset and iterator op, any reader,
+# writer, saver...), the explicit names below, and any op with a file-like string attribute (`_FILE_ATTRS`).
 DENIED_OPS = frozenset({
-    # files
-    "ReadFile", "WriteFile", "MatchingFiles", "ImmutableConst", "Save", "SaveV2", "SaveSlices", "Restore",
-    "RestoreV2", "RestoreSlice", "MergeV2Checkpoints", "InitializeTableFromTextFile",
-    "InitializeTableFromTextFileV2", "LoadAndRemapMatrix", "FileSystemSetConfiguration",
-    # Python callbacks: arbitrary code
-    "PyFunc", "PyFuncStateless", "EagerPyFunc",
-    # tf.data sources and sinks that touch files, databases or the network
-    "TFRecordDataset", "TFRecordDatasetV2", "FixedLengthRecordDataset", "FixedLengthRecordDatasetV2",
-    "TextLineDataset", "CSVDataset", "CSVDatasetV2", "ExperimentalCSVDataset", "SqlDataset",
-    "ExperimentalSqlDataset", "LMDBDataset", "ExperimentalLMDBDataset", "MatchingFilesDataset",
-    "ExperimentalMatchingFilesDataset", "SnapshotDataset", "SnapshotDatasetV2", "SaveDataset", "SaveDatasetV2",
-    "LoadDataset", "DatasetToTFRecord", "ExperimentalDatasetToTFRecord", "DataServiceDataset",
-    "DataServiceDatasetV2", "DataServiceDatasetV3", "DataServiceDatasetV4",
-    # summary and debug writers (they write files, or send to URLs)
-    "CreateSummaryFileWriter", "CreateSummaryDbWriter", "WriteSummary", "WriteScalarSummary",
-    "WriteHistogramSummary", "WriteImageSummary", "WriteAudioSummary", "WriteGraphSummary",
-    "WriteRawProtoSummary", "ImportEvent", "DebugIdentity", "DebugIdentityV2", "DebugIdentityV3",
-    "DebugNanCount", "DebugNumericSummary", "DebugNumericSummaryV2",
-    # execution elsewhere
-    "RemoteCall",
+    "ReadFile", "WriteFile", "MatchingFiles", "ImmutableConst", "InitializeTableFromTextFile",
+    "InitializeTableFromTextFileV2", "LoadAndRemapMatrix", "FileSystemSetConfiguration", "GenerateVocabRemapping",
+    "MergeV2Checkpoints", "PyFunc", "PyFuncStateless", "EagerPyFunc", "RemoteCall", "Send", "Recv", "_Send",
+    "_Recv", "ImportEvent", "RecordInput", "DecodeProtoV2", "EncodeProto", "RpcServer", "RpcClient", "RpcCall",
+    "RpcServerStart", "RpcServerRegister", "RpcCheckStatus", "RpcGetValue",
 })
-_DENIED_SUFFIXES = ("Reader", "ReaderV2")  # WholeFileReader, TFRecordReaderV2, LMDBReader, ...
-_DENIED_PREFIXES = ("ReaderRead", "ReaderRestore", "ReaderSerialize")
-_LOCAL_DESCRIPTORS = ("", "local://")  # protobuf ops may read descriptors from a file path otherwise
+_DENIED_WORDS = ("Dataset", "Iterator", "Reader", "Writer", "Summary", "Save", "Restore", "Snapshot", "Checkpoint",
+                 "TFRecord", "Debug", "Collective", "Rpc", "DTensor", "Calibration", "TPU", "Sql", "LMDB")
+_FILE_ATTRS = ("file", "path", "dir", "url", "filename", "prefix", "pattern")  # vocab_file, file_pattern, ...
 # Constants under this size (shapes, axes, scalars) are part of the graph, whose file size admission counts anyway;
 # counting them as slot tensors would only blur the exact variable figures.
 SMALL_CONSTANT_BYTES = 1024
+_CONSTANT_OPS = ("Const", "HostConst")
 
 
 @dataclass(frozen=True)
@@ -66,13 +53,18 @@ def inspect_saved_model(directory: Path) -> GraphReport:
     meta = next((m for m in saved.meta_graphs if "serve" in m.meta_info_def.tags), saved.meta_graphs[0])
     graph = meta.graph_def
     library = {function.signature.name: function for function in graph.library.function}
+    denied = set()
+    if not meta.object_graph_def.nodes:
+        # TensorFlow 1 layout: loading it runs its main/init ops and its saver's restore op, whatever they hold
+        denied.add("a TensorFlow 1 init and restore graph (run at load)")
     nodes = _graph_nodes_needed(graph, meta)
     functions = _reachable_functions(nodes, set(meta.object_graph_def.concrete_functions), library)
-    constant_bytes, denied = 0, set()
+    constant_bytes = 0
     for where, node_defs in [("graph", nodes), *((name, library[name].node_def) for name in sorted(functions))]:
         for node in node_defs:
-            if node.op == "Const" and (size := _tensor_bytes(node.attr["value"].tensor)) >= SMALL_CONSTANT_BYTES:
-                constant_bytes += size
+            if node.op in _CONSTANT_OPS:
+                size = _tensor_bytes(node.attr["value"].tensor)
+                constant_bytes += size if size >= SMALL_CONSTANT_BYTES else 0
             elif _denied(node):
                 denied.add(f"{node.op} (in {where})")
     return GraphReport(constant_bytes, tuple(sorted(denied)))
@@ -118,13 +110,12 @@ def _calls(node: Any, library: dict[str, Any]) -> list[str]:
 
 def _denied(node: Any) -> bool:
     op = node.op
-    if op in DENIED_OPS or op.endswith(_DENIED_SUFFIXES) or op.startswith(_DENIED_PREFIXES):
+    if op in DENIED_OPS or any(word in op for word in _DENIED_WORDS):
         return True
     if op == "PrintV2":  # prints to a log or stderr are harmless; "file://..." writes a file
         return node.attr["output_stream"].s.decode(errors="replace").startswith("file")
-    if op in ("DecodeProtoV2", "EncodeProto"):
-        return node.attr["descriptor_source"].s.decode(errors="replace") not in _LOCAL_DESCRIPTORS
-    return False
+    # an op told where to find a file: FixedUnigramCandidateSampler's vocab_file, and whatever comes next
+    return any(value.s and any(word in name.lower() for word in _FILE_ATTRS) for name, value in node.attr.items())
 
 
 def _tensor_bytes(tensor: Any) -> int:
@@ -133,6 +124,7 @@ def _tensor_bytes(tensor: Any) -> int:
     for dim in tensor.tensor_shape.dim:
         count *= max(int(dim.size), 0)
     dtype = tf.dtypes.as_dtype(tensor.dtype)
-    if dtype == tf.string:
-        return sum(len(s) for s in tensor.string_val) or len(tensor.tensor_content)
+    if dtype == tf.string:  # a short string_val repeats its last value over the whole shape
+        values = [len(s) for s in tensor.string_val] or [len(tensor.tensor_content)]
+        return sum(values) + max(count - len(values), 0) * values[-1]
     return count * dtype.size

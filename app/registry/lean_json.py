@@ -24,6 +24,7 @@ import orjson
 THRESHOLD = 64 << 10  # arrays with less text than this are parsed by orjson with the rest of the body
 CHUNK = 256 << 10  # text parsed per orjson call while materializing (it holds the GIL that long: ~1 ms)
 _SPANS: dict[int, re.Pattern[bytes]] = {}
+MAX_NDIM = 32  # deeper arrays are left to orjson (no model takes them; a deep nest would make the scan slow)
 _KEY = "\x00slotserve"  # the placeholder {"\u0000slotserve": n}: a key no client sends, and invalid in a string
 _BRACKETS = bytes.maketrans(b"[]", b"  ")
 
@@ -219,6 +220,8 @@ class _Scan:
         commas = np.flatnonzero(compact == 4)
         lead = int(starts[0])  # only '[' can come before the first number (after a comma, or the span's start)
         if self.count == 0:
+            if lead > MAX_NDIM:
+                raise NotRegular(f"more than {MAX_NDIM} dimensions")
             self.ndim = lead
             self.periods = [None] * (self.ndim - 1)
         elif lead != self.pending_closes:

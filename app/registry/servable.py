@@ -13,7 +13,7 @@ import tensorflow as tf
 from app.errors import InvalidInput, ModelInvalid, ModelTooLarge, SlotBusy, SlotOutOfMemory, SlotServeError
 from app.partitions import collect_garbage
 from app.registry.footprint import MAX_CONFIG_BYTES
-from app.registry.keras_files import load_h5, load_keras_archive
+from app.registry.keras_files import TooBigToBuild, load_h5, load_keras_archive
 from app.registry.savedmodel import load_saved_model
 from app.registry.signatures import DEFAULT_SIGNATURE, Signature, check_servable, named, tensor_info
 from app.registry.store import ModelFile
@@ -82,8 +82,9 @@ class Servable:
         self._holder = None
 
 
-def load_servable(model_file: ModelFile, device: str, max_file_bytes: int) -> Servable:
-    """Load a store entry onto ``device``, trace it and warm it up; refuse weights files over ``max_file_bytes``.
+def load_servable(model_file: ModelFile, device: str, max_file_bytes: int, budget: int) -> Servable:
+    """Load a store entry onto ``device``, trace it and warm it up; refuse weights files over ``max_file_bytes``
+    and Keras configurations that would build more than ``budget`` bytes of variables.
 
     Errors are built outside their ``except`` blocks on purpose: an exception's traceback holds the frames that hold
     the half-loaded model, and a raised error would keep it alive through ``__context__`` (memory residue).
@@ -91,9 +92,11 @@ def load_servable(model_file: ModelFile, device: str, max_file_bytes: int) -> Se
     err: SlotServeError | None = None
     try:
         with tf.device(device):
-            servable = _open(model_file, device, max_file_bytes)
+            servable = _open(model_file, device, max_file_bytes, budget)
             servable.warm_up()
         return servable
+    except TooBigToBuild as exc:
+        err = ModelTooLarge(f"Model '{model_file.name}' {exc}.", model=model_file.name, needed_bytes=exc.needed_bytes)
     except tf.errors.ResourceExhaustedError:
         err = ModelTooLarge(f"Model '{model_file.name}' does not fit this slot's memory.", model=model_file.name)
     except SlotOutOfMemory:
@@ -107,14 +110,14 @@ def load_servable(model_file: ModelFile, device: str, max_file_bytes: int) -> Se
     raise err
 
 
-def _open(model_file: ModelFile, device: str, max_file_bytes: int) -> Servable:
+def _open(model_file: ModelFile, device: str, max_file_bytes: int, budget: int) -> Servable:
     if model_file.format == "savedmodel":
         loaded, signatures, default, variables = load_saved_model(model_file.path)
         return Servable(model_file.name, device, loaded, signatures, default, variables)
     if model_file.format == "h5":
-        model = load_h5(model_file.path)
+        model = load_h5(model_file.path, MAX_CONFIG_BYTES, budget)
     else:
-        model = load_keras_archive(model_file.path, max_file_bytes, MAX_CONFIG_BYTES)
+        model = load_keras_archive(model_file.path, max_file_bytes, MAX_CONFIG_BYTES, budget)
     signature = _keras_signature(model, device)
     variables = [v.value if hasattr(v, "value") else v for v in model.variables]
     return Servable(model_file.name, device, model, {DEFAULT_SIGNATURE: signature}, DEFAULT_SIGNATURE, variables)

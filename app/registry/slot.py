@@ -183,7 +183,7 @@ class Slot:
         """On the lifecycle thread: load, then check the real figure (its variables, and the graph constants its
         file declared, held as long as the loaded graph lives) against what the slot has left."""
         # the file may be a little larger than the weights it holds; a file far larger is not a real model
-        servable = load_servable(model_file, self.spec.device, max_file_bytes=2 * budget + (1 << 20))
+        servable = load_servable(model_file, self.spec.device, max_file_bytes=2 * budget + (1 << 20), budget=budget)
         group = self.ledger.track(servable.variables, servable.graph_owner, needs.constant_bytes)
         if group.nbytes <= budget:
             return servable, group

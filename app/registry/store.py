@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.errors import InvalidRequest, ModelNotFound
-from app.names import is_valid_name, parse_version
+from app.names import is_valid_name, parse_version, version_directory
 from app.registry.savedmodel import SAVED_MODEL_FILE, is_saved_model
 
 FORMATS = {".keras": "keras", ".h5": "h5"}
@@ -95,7 +95,7 @@ class ModelStore:
         directory = self.root / name
         if not directory.is_dir():
             return None
-        versions = tuple(sorted(v for p in directory.iterdir() if (v := parse_version(p.name)) is not None
+        versions = tuple(sorted(v for p in directory.iterdir() if (v := version_directory(p.name)) is not None
                                 and is_saved_model(p)))
         if versions:
             served = version if version in versions else versions[-1]

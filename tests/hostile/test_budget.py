@@ -49,7 +49,7 @@ async def test_one_client_cannot_take_the_whole_budget(budget_server: Server) ->
     release = asyncio.Event()
     content, headers = held_body(int(0.9 * MIB), release)  # reading holds 0.9 MiB, parsing it 0.9 MiB more
     holding = asyncio.ensure_future(budget_server.http.put("/v1/clients/a/model", content=content, headers=headers))
-    await until(lambda: budget.in_use("a") >= int(0.9 * MIB), "a's first body reserved")
+    await until(lambda: budget.in_use("a") >= int(0.9 * MIB) - 1, "a's first body reserved (all but a byte)")
     # a's second request would take a past its 2 MiB share: it waits briefly, then 429 (native and V2 shapes)
     big = b" " * int(1.2 * MIB)
     refused = await budget_server.http.put("/v1/clients/a/model", content=big + b'{"model": "tiny"}')
@@ -75,7 +75,7 @@ async def test_requests_in_flight_per_client_are_capped(budget_server: Server) -
         held.append(asyncio.ensure_future(budget_server.http.put("/v1/clients/a/model", content=content,
                                                                  headers=headers)))
     budget = budget_server.app.state.budget
-    await until(lambda: budget.in_use("a") >= 2000, "two requests of a in flight")
+    await until(lambda: budget.in_use("a") >= 2 * 999, "two requests of a in flight")
     third = await budget_server.http.put("/v1/clients/a/model", json={"model": "tiny"})
     assert third.status_code == 429 and "requests in flight" in third.json()["error"]["message"]
     assert (await budget_server.http.put("/v1/clients/b/model", json={"model": "tiny"})).status_code == 200
@@ -89,6 +89,24 @@ async def test_requests_in_flight_per_client_are_capped(budget_server: Server) -
 async def test_a_request_larger_than_a_clients_share_is_413(budget_server: Server) -> None:
     response = await budget_server.http.put("/v1/clients/a/model", content=b" " * (3 * MIB) + b'{"model": "x"}')
     assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"
+
+
+async def test_a_declared_length_alone_reserves_nothing(budget_server: Server) -> None:
+    never = asyncio.Event()
+
+    async def nothing() -> AsyncIterator[bytes]:
+        await never.wait()
+        yield b""
+
+    idle = [asyncio.ensure_future(budget_server.http.put(f"/v1/clients/idle{i}/model", content=nothing(),
+                                                         headers={"Content-Length": str(2 * MIB)}))
+            for i in range(8)]  # 16 MiB declared against a 4 MiB budget
+    await until(lambda: budget_server.app.state.budget.requests == 8, "the idle requests arrived")
+    assert budget_server.app.state.budget.used == 0
+    assert (await budget_server.http.put("/v1/clients/busy/model", json={"model": "tiny"})).status_code == 200
+    never.set()
+    for request in idle:
+        request.cancel()
 
 
 async def test_a_trickling_body_is_408(settings: Settings) -> None:

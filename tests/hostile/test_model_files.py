@@ -23,7 +23,9 @@ async def all_slots_empty(server: Server) -> bool:
 
 
 @pytest.mark.parametrize("model,op", [("writes", "WriteFile"), ("writes_in_branch", "WriteFile"),
-                                      ("reads", "ReadFile"), ("python_callback", "PyFunc")])
+                                      ("reads", "ReadFile"), ("python_callback", "PyFunc"),
+                                      ("dataset", "CacheDatasetV2"), ("vocab_reader", "GenerateVocabRemapping"),
+                                      ("tf1_main_op", "TensorFlow 1")])
 async def test_a_savedmodel_that_reaches_files_or_python_is_refused(hostile_server: Server, hostile_store, model: str,
                                                                     op: str) -> None:
     _, paths = hostile_store
@@ -46,10 +48,11 @@ async def test_an_operator_may_trust_the_store(hostile_settings: Settings, hosti
         np.testing.assert_allclose(got.json()["predictions"], expected)
 
 
-async def test_graph_constants_count_against_the_slot(hostile_server: Server) -> None:
+@pytest.mark.parametrize("model", ["splat_constant", "host_constant"])
+async def test_graph_constants_count_against_the_slot(hostile_server: Server, model: str) -> None:
     gc.collect()
     host_before = host_allocator_bytes()
-    refused = await hostile_server.http.put("/v1/clients/c/model", json={"model": "splat_constant"})
+    refused = await hostile_server.http.put("/v1/clients/c/model", json={"model": model})
     assert refused.status_code == 507 and refused.json()["error"]["code"] == "model_too_large"
     assert refused.json()["error"]["needed_bytes"] >= 32 * MIB  # a tiny file, 32 MiB once materialised
     gc.collect()
@@ -60,6 +63,18 @@ async def test_graph_constants_count_against_the_slot(hostile_server: Server) ->
     unloaded = (await hostile_server.http.delete("/v1/clients/c/model")).json()
     assert unloaded["freed_bytes"] == 2 * MIB and unloaded["residue_bytes"] == 0
     assert unloaded["memory"]["in_use_bytes"] == 0
+
+
+@pytest.mark.parametrize("model", ["units_bomb", "units_bomb_h5"])
+async def test_a_configuration_that_builds_too_much_is_refused_before_it_allocates(hostile_server: Server,
+                                                                                  model: str) -> None:
+    gc.collect()
+    host_before = host_allocator_bytes()
+    refused = await hostile_server.http.put("/v1/clients/c/model", json={"model": model})
+    assert refused.status_code == 507 and refused.json()["error"]["code"] == "model_too_large", refused.text
+    assert refused.json()["error"]["needed_bytes"] >= 4 * 25_000_000 * 4  # its config, not its tiny weights
+    gc.collect()
+    assert host_allocator_bytes() == host_before and await all_slots_empty(hostile_server)  # nothing allocated
 
 
 @pytest.mark.parametrize("model", ["config_bomb", "config_bomb_h5"])
@@ -81,7 +96,7 @@ async def test_odd_version_directories_and_many_assets(hostile_server: Server, h
     assert listed["many_assets"]["size_bytes"] == sum(p.stat().st_size for p in graph_and_variables)
     index = await hostile_server.http.post("/v2/repository/index")
     assert index.status_code == 200
-    assert [e["version"] for e in index.json() if e["name"] == "many_assets"] == ["1"]  # '²' and '١' are no versions
+    assert [e["version"] for e in index.json() if e["name"] == "many_assets"] == ["1"]  # '²', '١', '007' are not
     not_loaded = await hostile_server.http.post("/v2/models/many_assets/infer", json={"inputs": []})
     assert not_loaded.status_code == 400
     for version in ("١", "²"):

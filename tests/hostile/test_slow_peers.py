@@ -37,6 +37,16 @@ def test_headers_that_trickle_are_cut_off(server) -> None:
         assert sock.recv(1024).startswith(b"HTTP/1.1 200")
 
 
+def test_a_body_trickling_after_its_answer_does_not_hold_the_connection(server) -> None:
+    with connect(server.url) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000000000\r\n\r\nx")
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.endswith(b"}"):
+            answer += sock.recv(1024)
+        assert answer.startswith(b"HTTP/1.1 200")
+        assert sock.recv(1024) == b""  # closed after the answer, not kept open for the gigabyte to trickle
+
+
 def test_a_client_gone_mid_body_is_not_an_error(server) -> None:
     with connect(server.url) as sock:
         sock.sendall(b"PUT /v1/clients/a/model HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\n{")

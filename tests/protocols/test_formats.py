@@ -67,7 +67,8 @@ def test_an_explicit_version_serves_that_version(format_store: tuple[Path, dict[
     directory, refs = format_store
     store = ModelStore(directory)
     for version in (1, 2):
-        servable = load_servable(store.resolve("signals", version), specs[-1].device, max_file_bytes=1 << 30)
+        servable = load_servable(store.resolve("signals", version), specs[-1].device, max_file_bytes=1 << 30,
+                                 budget=1 << 30)
         try:
             ref = refs[f"signals_v{version}"]
             for name, got in servable(ref.inputs).items():

@@ -135,3 +135,10 @@ def test_integers_beyond_int64_are_refused() -> None:
     text = lean_json.prepare(body, threshold=THRESHOLD).value["instances"]
     with pytest.raises(lean_json.HugeInteger):
         text.materialize(np.dtype(np.int64), lambda c: c)
+
+
+def test_deep_nests_are_left_to_orjson_at_once() -> None:
+    deep = b'{"instances": ' + b"[" * 5000 + b",".join([b"1"] * 20000) + b"]" * 5000 + b"}"
+    assert lean_json.prepare(deep, threshold=THRESHOLD) is None  # no scan of 5000 dimensions per chunk
+    fine = orjson.dumps({"instances": np.ones((2,) * 12 + (20,)).tolist()})  # 13 dimensions are fine
+    assert lean_json.prepare(fine, threshold=THRESHOLD).value["instances"].shape == (2,) * 12 + (20,)
