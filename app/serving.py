@@ -24,29 +24,34 @@ log = logging.getLogger("slotserve.server")
 
 
 class HeaderTimeoutProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, closing connections whose request headers arrive too slowly."""
+    """uvicorn's httptools protocol, closing connections whose request headers arrive too slowly.
+
+    Each connection notes when its current request's headers began (its first byte; the connection's start for
+    the first request) and forgets it when they are complete; one sweep a second closes the laggards. No timer is
+    armed per request: this runs on every request.
+    """
 
     header_timeout_s = 10.0
+    _sweeps: "dict[asyncio.AbstractEventLoop, asyncio.Task]" = {}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._header_timer: asyncio.TimerHandle | None = None
+        self._headers_since: float | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm()
+        self._headers_since = self.loop.time()
+        if self.loop not in self._sweeps:
+            self._sweeps[self.loop] = self.loop.create_task(self._sweep(self.connections))
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._arm()
+        if self._headers_since is None:
+            self._headers_since = self.loop.time()
 
     def on_headers_complete(self) -> None:
-        self._disarm()
+        self._headers_since = None
         super().on_headers_complete()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
-        super().connection_lost(exc)
 
     def on_response_complete(self) -> None:
         # answered before its body was all read (GET /healthz with a Content-Length of a gigabyte, trickled): the
@@ -56,20 +61,15 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         if unread and not self.transport.is_closing():
             self.transport.close()
 
-    def _arm(self) -> None:
-        if self._header_timer is None:
-            self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_too_slow)
-
-    def _disarm(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
-
-    def _headers_too_slow(self) -> None:
-        self._header_timer = None
-        if not self.transport.is_closing():
-            log.debug("closing a connection whose request headers took over %gs", self.header_timeout_s)
-            self.transport.close()
+    async def _sweep(self, connections: set) -> None:
+        while True:
+            await asyncio.sleep(min(1.0, self.header_timeout_s / 2))
+            now = self.loop.time()
+            for connection in list(connections):
+                since = getattr(connection, "_headers_since", None)
+                if since is not None and now - since > self.header_timeout_s and not connection.transport.is_closing():
+                    log.debug("closing a connection whose request headers took over %gs", self.header_timeout_s)
+                    connection.transport.close()
 
 
 def _stopped(signum: int, _: Any) -> None:

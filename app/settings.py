@@ -44,7 +44,7 @@ class Settings(BaseSettings):
         "a request that would exceed it waits briefly, then gets 429. Default: an eighth of the host's RAM.")
     client_memory_share: float = Field(
         0.5, gt=0, le=1, description="The largest share of request_memory_mb one client's requests may hold.")
-    max_client_requests: int = Field(64, ge=1, description="Requests with a body one client may have in flight.")
+    max_client_requests: int = Field(512, ge=1, description="Requests with a body one client may have in flight.")
     budget_wait_s: float = Field(
         1.0, ge=0, le=60, description="How long a request waits for request memory before 429 too_many_requests.")
     body_timeout_s: float = Field(

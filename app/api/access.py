@@ -8,6 +8,7 @@ rebinding, and refuses state-changing requests whose ``Origin`` is not the serve
 site cannot load, swap or unload through a form or a ``text/plain`` POST. Nothing here imports TensorFlow.
 """
 
+import functools
 import ipaddress
 import logging
 import re
@@ -52,6 +53,15 @@ class RequestHeaders:
     origin: list[str]
     authorization: list[str]
 
+    @classmethod
+    def of(cls, scope: dict) -> "RequestHeaders":
+        """From an ASGI scope, in one pass over its raw headers (this runs on every request)."""
+        found: dict[bytes, list[str]] = {b"host": [], b"origin": [], b"authorization": []}
+        for name, value in scope["headers"]:
+            if name in found:
+                found[name].append(value.decode("latin-1"))
+        return cls(scope["method"], scope["scheme"], found[b"host"], found[b"origin"], found[b"authorization"])
+
 
 class AccessPolicy:
     """Decides, per request, who the caller is (or refuses it)."""
@@ -80,6 +90,11 @@ class AccessPolicy:
             raise Forbidden("Requests that change state are refused from another site's page (Origin).")
         return OPEN_CALLER
 
+    @functools.lru_cache(maxsize=256)  # noqa: B019 - one policy per app; Host values repeat
+    def _host_allowed(self, host: str) -> bool:
+        name = _authority(host)[0]
+        return name is not None and (is_loopback(name) or name in self.allowed_hosts or "*" in self.allowed_hosts)
+
     def _principal(self, authorization: list[str]) -> tuple[str, bool]:
         if len(authorization) > 1:
             raise Unauthenticated("Send one Authorization header.")
@@ -92,9 +107,7 @@ class AccessPolicy:
         return principal.client, principal.admin
 
     def _check_host(self, host: list[str]) -> None:
-        name = _authority(host[0])[0] if len(host) == 1 else None
-        allowed = name is not None and (is_loopback(name) or name in self.allowed_hosts or "*" in self.allowed_hosts)
-        if not allowed:
+        if len(host) != 1 or not self._host_allowed(host[0]):
             raise Forbidden("This server answers only requests addressed to a loopback name or an allowed host "
                             "(see --allowed-hosts).")
 

@@ -13,7 +13,8 @@ from app import __version__
 from app.api.access import AccessPolicy, startup_notice, startup_refusal
 from app.api.budget import RequestBudget
 from app.api.errors import install_error_handlers
-from app.api.http_methods import CancelledAtShutdown, HeadAsGet, MethodTable
+from app.api.http_methods import HttpSemantics, MethodTable
+from app.api.openapi import with_bearer_scheme
 from app.api.responses import FastJSONResponse
 from app.api.routes import health, native, tfserving, v2
 from app.errors import StateError
@@ -88,12 +89,13 @@ def create_app(settings: Settings, registry: Registry | None = None, state: Stat
                                      int(settings.request_memory_bytes * settings.client_memory_share),
                                      settings.max_client_requests, settings.budget_wait_s)
     install_error_handlers(app)
-    app.add_middleware(HeadAsGet)
-    app.add_middleware(CancelledAtShutdown)  # added last: the outermost, so it sees every cancellation
+    app.add_middleware(HttpSemantics)
     routers = [health.router, native.router, v2.health_router, v2.router, tfserving.router]
     for router in routers:
         app.include_router(router)
     app.state.methods = MethodTable([app.router, *routers])
+    public = {route.path for router in (health.router, v2.health_router) for route in router.routes}
+    app.openapi = with_bearer_scheme(app, public)  # type: ignore[method-assign]
     return app
 
 

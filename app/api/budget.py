@@ -10,8 +10,7 @@ needed.
 
 import asyncio
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 
 from app.errors import PayloadTooLarge, TooManyRequests
 
@@ -30,19 +29,10 @@ class RequestBudget:
         self._released: asyncio.Future | None = None  # resolved at the next give-back, for whoever waits
         self.refused = 0  # 429s answered since start
 
-    @asynccontextmanager
-    async def lease(self, client: str) -> AsyncIterator["Lease"]:
-        """A lease for one request of ``client``: everything reserved on it is given back when the block ends."""
-        await self._wait_for(lambda: self._requests[client] < self.client_requests,
-                             f"Client '{client}' has {self.client_requests} requests in flight already")
-        self._requests[client] += 1
-        lease = Lease(self, client)
-        try:
-            yield lease
-        finally:
-            self._requests[client] -= 1
-            self._give_back(client, lease.held)
-            lease.held = 0
+    def lease(self, client: str) -> "Lease":
+        """A lease for one request of ``client`` (``async with``): everything reserved on it is given back when the
+        block ends."""
+        return Lease(self, client)
 
     def in_use(self, client: str) -> int:
         """Bytes ``client``'s requests hold now."""
@@ -53,14 +43,25 @@ class RequestBudget:
         """Requests with a body in flight now, all clients together."""
         return sum(self._requests.values())
 
+    async def _enter(self, client: str) -> None:
+        if self._requests[client] >= self.client_requests:  # the fast path (fits) costs no closure, no string
+            await self._wait_for(lambda: self._requests[client] < self.client_requests,
+                                 f"Client '{client}' has {self.client_requests} requests in flight already")
+        self._requests[client] += 1
+
+    def _exit(self, client: str, held: int) -> None:
+        self._requests[client] -= 1
+        self._give_back(client, held)
+
     async def _reserve(self, client: str, nbytes: int, held: int) -> None:
         if held + nbytes > self.client_bytes:  # this request alone could never fit, however long it waited
             raise PayloadTooLarge(f"This request would hold about {held + nbytes} bytes in memory; the server "
                                   f"allows one client {self.client_bytes} bytes in flight.",
                                   max_bytes=self.client_bytes)
-        await self._wait_for(lambda: self.used + nbytes <= self.total_bytes
-                             and self._by_client[client] + nbytes <= self.client_bytes,
-                             "The server's memory for requests in flight is spent")
+        if self.used + nbytes > self.total_bytes or self._by_client[client] + nbytes > self.client_bytes:
+            await self._wait_for(lambda: self.used + nbytes <= self.total_bytes
+                                 and self._by_client[client] + nbytes <= self.client_bytes,
+                                 "The server's memory for requests in flight is spent")
         self.used += nbytes
         self._by_client[client] += nbytes
 
@@ -94,12 +95,20 @@ class RequestBudget:
 
 
 class Lease:
-    """One request's reservations."""
+    """One request's reservations (an async context manager: entering counts the request, leaving gives all back)."""
 
     def __init__(self, budget: RequestBudget, client: str) -> None:
         self.budget = budget
         self.client = client
         self.held = 0
+
+    async def __aenter__(self) -> "Lease":
+        await self.budget._enter(self.client)  # noqa: SLF001 - the lease is the budget's own handle
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        held, self.held = self.held, 0
+        self.budget._exit(self.client, held)  # noqa: SLF001
 
     async def reserve(self, nbytes: int) -> None:
         """Hold ``nbytes`` more until the request ends (waits, then ``TooManyRequests``)."""

@@ -1,8 +1,9 @@
 """HTTP method semantics FastAPI leaves out: HEAD answers as GET without a body, and 405 says what is allowed.
 
 FastAPI routes declare GET only, and its 405 names the methods of the first route that matched the path, while
-several routes may share it (PUT and DELETE on a client's model). ``HeadAsGet`` runs a HEAD request as GET and
-drops the body; ``MethodTable`` lists every method any route accepts on a path, HEAD included with GET.
+several routes may share it (PUT and DELETE on a client's model). ``HttpSemantics`` runs a HEAD request as GET and
+drops the body (and ends requests cancelled at shutdown cleanly); ``MethodTable`` lists every method any route
+accepts on a path, HEAD included with GET.
 """
 
 import asyncio
@@ -19,9 +20,13 @@ from app.errors import ServerStopping
 log = logging.getLogger("slotserve.api")
 
 
-class CancelledAtShutdown:
-    """ASGI middleware: a request uvicorn cancels past the shutdown bound ends cleanly, answered ``503
-    server_stopping`` if nothing was sent yet, instead of surfacing as an "Exception in ASGI application"."""
+class HttpSemantics:
+    """ASGI middleware for what FastAPI leaves out (one layer, for every request):
+
+    - HEAD runs as GET, keeping the status and headers but not the body;
+    - a request uvicorn cancels past the shutdown bound ends cleanly, answered ``503 server_stopping`` if nothing
+      was sent yet, instead of surfacing as an "Exception in ASGI application".
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -30,15 +35,19 @@ class CancelledAtShutdown:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        head = scope["method"] == "HEAD"
         started = False
 
         async def tracked(message: Message) -> None:
             nonlocal started
-            started = started or message["type"] == "http.response.start"
+            if message["type"] == "http.response.start":
+                started = True
+            elif head:
+                message = {**message, "body": b""}
             await send(message)
 
         try:
-            await self.app(scope, receive, tracked)
+            await self.app({**scope, "method": "GET"} if head else scope, receive, tracked)
         except asyncio.CancelledError:
             log.info("cancelled at shutdown: %s %s", scope["method"], scope["path"])
             if not started:
@@ -46,25 +55,6 @@ class CancelledAtShutdown:
                     response = render_for(scope["path"], ServerStopping(
                         "The server is shutting down; retry (on another replica, if there is one)."))
                     await response(scope, receive, send)
-
-
-class HeadAsGet:
-    """ASGI middleware: HEAD is GET whose answer keeps its status and headers but not its body."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "HEAD":
-            await self.app(scope, receive, send)
-            return
-
-        async def headers_only(message: Message) -> None:
-            if message["type"] == "http.response.body":
-                message = {**message, "body": b""}
-            await send(message)
-
-        await self.app({**scope, "method": "GET"}, receive, headers_only)
 
 
 class MethodTable:

@@ -10,8 +10,6 @@ never become Python objects (``lean_json``).
 import asyncio
 import logging
 import zlib
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import orjson
@@ -100,10 +98,13 @@ class Payload:
             if int(declared) > self.limit:
                 raise too_large(self.limit)
         # bytes are reserved and kept as they arrive, never on a declared length alone: a client that declares
-        # 64 MiB and sends nothing holds nothing
+        # 64 MiB and sends nothing holds nothing (a small declared body is reserved at once: it costs nothing)
         body = bytearray()
         try:
             async with asyncio.timeout(self.timeout_s):
+                if declared is not None and int(declared) <= _INLINE:
+                    await self.lease.reserve(int(declared))
+                    return await self.request.body()
                 async for chunk in self.request.stream():
                     if len(body) + len(chunk) > self.limit:
                         raise too_large(self.limit)
@@ -148,12 +149,19 @@ class Payload:
         return b"".join(pieces)
 
 
-@asynccontextmanager
-async def payload(request: Request, client: str) -> AsyncIterator[Payload]:
+class payload:  # noqa: N801 - used as ``async with payload(request, client) as body``, like a function
     """The body of a request acting for ``client``, read under a lease of the app's request budget."""
-    budget: RequestBudget = request.app.state.budget
-    async with budget.lease(client) as lease:
-        yield Payload(request, lease)
+
+    def __init__(self, request: Request, client: str) -> None:
+        budget: RequestBudget = request.app.state.budget
+        self._lease = budget.lease(client)
+        self._request = request
+
+    async def __aenter__(self) -> Payload:
+        return Payload(self._request, await self._lease.__aenter__())
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._lease.__aexit__(*exc)
 
 
 def parse_cost(raw: bytes | bytearray) -> int:

@@ -2,12 +2,10 @@
 
 from typing import Annotated, Literal
 
-from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.names import NAME_PATTERN
 
-ClientName = Annotated[str, Path(pattern=NAME_PATTERN, description="Client id: 1-64 of A-Z a-z 0-9 . _ -", examples=["alice"])]
 ModelName = Annotated[str, Field(pattern=NAME_PATTERN, description="A model in the store (file name without extension).")]
 
 

@@ -13,6 +13,7 @@ should) is simply not taken: ``prepare`` then answers ``None`` and the caller pa
 """
 
 import re
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from math import prod
@@ -53,11 +54,14 @@ class HugeInteger(ValueError):
 
 
 INT64_MAX = (1 << 63) - 1
+_LONG_DIGITS = re.compile(rb"[0-9]{19,}")  # a cheap first look (most bodies have no 19-digit run at all)
 _BIG_INTEGER = re.compile(rb"(?<![0-9.eE+\-])-?[0-9]{19,}(?![0-9.eE])")
 
 
 def check_integers(raw: bytes | bytearray) -> None:
     """Raise ``HugeInteger`` if the text holds an integer literal beyond int64 (19 digits or more, checked)."""
+    if _LONG_DIGITS.search(raw) is None:
+        return
     for match in _BIG_INTEGER.finditer(raw):
         if abs(int(match.group())) > INT64_MAX + (match.group().startswith(b"-")):
             raise HugeInteger("JSON integers beyond int64 are not accepted")
@@ -94,6 +98,7 @@ class NumericText:
             values = orjson.loads(b"[" + text[position:cut].translate(_BRACKETS) + b"]")
             yield np.asarray(values)
             position = cut + 1
+            time.sleep(0)  # hand the GIL over between chunks: the event loop serves small requests meanwhile
 
     def materialize(self, dtype: np.dtype, convert: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
         """One array of ``dtype`` and this shape, filled chunk by chunk with ``convert(chunk)`` (which checks and
@@ -189,6 +194,7 @@ class _Scan:
             cut = self.raw.find(b",", min(position + CHUNK, self.stop - 1), self.stop)
             cut = self.stop if cut < 0 else cut + 1
             end = self._chunk(position, cut)
+            time.sleep(0)  # as in ``chunks``: the GIL goes to whoever waits for it, chunk by chunk
             if end is not None:
                 return NumericText(self.raw, self.start, end, self._shape(), self.floats, self.int_digits)
             position = cut

@@ -66,9 +66,14 @@ def _rows(value: Any, inputs: list[TensorInfo]) -> dict[str, Any]:
     if not all(isinstance(row, dict) for row in value):
         raise InvalidInput(f"This model has several inputs; each instance must be an object by name: {_expected(inputs)}.")
     columns = {info.name: [] for info in inputs}
+    texts = False
     for row in value:
         for name, cell in _by_name(row, inputs).items():
             columns[name].append(cell)
+            texts = texts or isinstance(cell, NumericText)
+    if texts:  # rows whose cells were big enough to stay text: parse them as numpy would read them
+        for cells in columns.values():
+            cells[:] = [_natural(cell) if isinstance(cell, NumericText) else cell for cell in cells]
     return columns
 
 
@@ -91,7 +96,7 @@ def to_array(value: Any, info: TensorInfo, max_rows: int) -> np.ndarray:
     if isinstance(value, list) and len(value) > max_rows:
         raise PayloadTooLarge(f"A request may carry at most {max_rows} rows; got {len(value)}.", max_rows=max_rows)
     try:
-        array = np.asarray(_plain(value))
+        array = np.asarray(value)
     except (ValueError, TypeError, OverflowError):
         raise InvalidInput(f"Input '{info.name}' is ragged or not numeric; expected {info.describe()}.") from None
     return check_array(array, info, max_rows)
@@ -127,14 +132,9 @@ def materialize(text: NumericText, dtype: np.dtype, convert: Callable[[np.ndarra
         raise InvalidInput(f"{exc}.") from None
 
 
-def _plain(value: Any) -> Any:
-    """``value`` with any ``NumericText`` inside a list parsed as numpy would read it (rows of a many-input
-    ``instances`` body whose cells were big enough to stay text)."""
-    if isinstance(value, NumericText):
-        return materialize(value, np.dtype(np.float64 if value.floats else np.int64), lambda chunk: chunk)
-    if isinstance(value, list) and value and any(isinstance(v, NumericText | list) for v in value):
-        return [_plain(v) for v in value]
-    return value
+def _natural(text: NumericText) -> np.ndarray:
+    """``text`` as numpy would read its list: int64 for integers, float64 once any number is a float."""
+    return materialize(text, np.dtype(np.float64 if text.floats else np.int64), lambda chunk: chunk)
 
 
 def cast(array: np.ndarray, info: TensorInfo) -> np.ndarray:

@@ -39,6 +39,7 @@ class SQLiteState(StateStore):
 
     def __init__(self, path: str | Path, create: bool = True) -> None:
         self.path = Path(path)
+        self._main_name, self._wal_name = str(self.path), str(self.path) + "-wal"
         self.location = str(self.path)
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
@@ -88,9 +89,15 @@ class SQLiteState(StateStore):
     # ---- plumbing --------------------------------------------------------------------------------------------
 
     def change_marker(self) -> Hashable:
-        # data_version changes when another connection commits; it is per connection, hence the thread's id too
-        conn = self._conn()
-        return threading.get_ident(), conn.execute("PRAGMA data_version").fetchone()[0]
+        # Every commit, by any connection of any process, appends to the WAL file (a checkpoint then rewinds it, and
+        # the next commit writes it again): its size and modification time change. One stat call costs ~1 us; a
+        # query ~20 us, on every request.
+        try:
+            wal = os.stat(self._wal_name)
+        except FileNotFoundError:  # no WAL between connections: the main file says it all
+            main = os.stat(self._main_name)
+            return "main", main.st_size, main.st_mtime_ns
+        return "wal", wal.st_size, wal.st_mtime_ns
 
     def close(self) -> None:
         with self._lock:

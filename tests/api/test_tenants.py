@@ -84,6 +84,23 @@ async def test_every_protected_route_is_401_without_a_valid_key(server: Server, 
         assert "not-a-key" not in message and "YWxp" not in message  # never echoes what was sent
 
 
+async def test_every_operation_the_openapi_marks_as_keyed_refuses_no_key(server: Server) -> None:
+    """Not a fixed list: every operation of the live OpenAPI, so a route added without authentication fails here."""
+    spec = (await server.http.get("/openapi.json")).json()
+    checked = 0
+    for path, operations in spec["paths"].items():
+        concrete = (path.replace("{client}", "alice").replace("{name}", "tiny").replace("{version}", "1")
+                    .replace("{verb}", "classify"))
+        for method, operation in operations.items():
+            if "security" not in operation:
+                assert path in PUBLIC, f"{method} {path} needs no key but is not a health route"
+                continue
+            response = await server.http.request(method.upper(), concrete)
+            assert response.status_code == 401, f"{method} {path}: {response.status_code}"
+            checked += 1
+    assert checked > 20  # every native, V2 and TF Serving operation
+
+
 @pytest.mark.parametrize("path", PUBLIC)
 async def test_health_and_docs_need_no_key(server: Server, path: str) -> None:
     assert (await server.http.get(path)).status_code == 200

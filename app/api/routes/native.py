@@ -3,11 +3,11 @@
 from dataclasses import asdict
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 
 from app import errors
 from app.api.access import Caller
-from app.api.deps import CallerDep, OwnedClientDep, RegistryDep, get_caller
+from app.api.deps import CallerDep, OwnedClientDep, RegistryDep
 from app.api.errors import error_responses
 from app.api.payload import payload
 from app.api.responses import FastJSONResponse
@@ -20,12 +20,12 @@ from app.api.schemas import (
 _AUTH_ERRORS = (errors.Unauthenticated, errors.Forbidden)
 # what reading any body can answer: too big, too slow, over the request budget
 _BODY_ERRORS = (errors.PayloadTooLarge, errors.RequestTimeout, errors.TooManyRequests)
-router = APIRouter(prefix="/v1", dependencies=[Depends(get_caller)])
+router = APIRouter(prefix="/v1")
 
 
 @router.get("/models", response_model=ModelList, tags=["models"], summary="Models in the store",
             description="Open to every key.", responses=error_responses(*_AUTH_ERRORS))
-async def list_models(registry: RegistryDep) -> dict:
+async def list_models(_: CallerDep, registry: RegistryDep) -> dict:
     models = await registry.models()
     return {"models": [{"name": m.name, "format": m.format, "size_bytes": m.size_bytes} for m in models]}
 

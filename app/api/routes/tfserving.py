@@ -14,10 +14,10 @@ import logging
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 
 from app import errors
-from app.api.deps import RegistryDep, get_caller
+from app.api.deps import CallerDep, RegistryDep
 from app.api.flat_errors import flat_error_route
 from app.api.model_routes import Handler, model_route
 from app.api.payload import payload
@@ -90,8 +90,7 @@ def _docs(schema: dict[str, Any], *statuses: int) -> dict[int | str, dict[str, A
             "default": {"description": "Any other error, same shape", "content": error}}
 
 
-router = APIRouter(prefix="/v1/models", tags=["TF Serving REST"], route_class=flat_error_route(_status),
-                   dependencies=[Depends(get_caller)])
+router = APIRouter(prefix="/v1/models", tags=["TF Serving REST"], route_class=flat_error_route(_status))
 ModelName = Annotated[str, Path(pattern=NAME_PATTERN, description="A model in the store.", examples=["tiny"])]
 ModelVersion = Annotated[str, Path(pattern=VERSION_PATTERN, description="The model version: 1-18 digits.",
                                    examples=["1"])]
@@ -157,7 +156,8 @@ async def metadata(request: Request, registry: RegistryDep, client: str, name: s
              description="`:classify` and `:regress` need TF Serving's classification and regression signatures; "
              "this server answers `:predict` only, so any other verb is 404.")
 @router.post("/{name:model}/versions/{version:model}:{verb}", include_in_schema=False)
-async def other_verb(name: ModelName, verb: Annotated[str, Path(pattern=r"^[A-Za-z]{1,32}$")]) -> Response:
+async def other_verb(_: CallerDep, name: ModelName,
+                     verb: Annotated[str, Path(pattern=r"^[A-Za-z]{1,32}$")]) -> Response:
     raise errors.NotFound(f"This server serves ':predict' only, not ':{verb}' (model '{name}').")
 
 

@@ -11,11 +11,11 @@ import logging
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 
 from app import __version__, errors
 from app.api import v2_codec as codec
-from app.api.deps import ClientIdDep, RegistryDep, get_caller
+from app.api.deps import CallerDep, ClientIdDep, RegistryDep
 from app.api.flat_errors import flat_error_route
 from app.api.model_routes import Handler, model_route
 from app.api.payload import payload
@@ -95,8 +95,7 @@ def _request_body(schema: dict[str, Any], required: bool = False, **examples: An
 
 _ROUTE = flat_error_route(_status)
 health_router = APIRouter(prefix="/v2", tags=["Open Inference Protocol (V2)"], route_class=_ROUTE)  # no key needed
-router = APIRouter(prefix="/v2", tags=["Open Inference Protocol (V2)"], route_class=_ROUTE,
-                   dependencies=[Depends(get_caller)])
+router = APIRouter(prefix="/v2", tags=["Open Inference Protocol (V2)"], route_class=_ROUTE)
 ModelName = Annotated[str, Path(pattern=NAME_PATTERN, description="A model in the store.", examples=["tiny"])]
 ModelVersion = Annotated[str, Path(pattern=VERSION_PATTERN, examples=["1"],
                                    description="The model version: a versioned SavedModel's number, else \"1\".")]
@@ -115,7 +114,7 @@ async def ready(registry: RegistryDep) -> dict[str, bool]:
 
 @router.get("", summary="Server metadata", responses=_docs(SERVER_METADATA),
             description="Name, version and the protocol extensions this server supports.")
-async def server_metadata() -> dict[str, Any]:
+async def server_metadata(_: CallerDep) -> dict[str, Any]:
     return {"name": "slotserve", "version": __version__, "extensions": ["binary_tensor_data", "model_repository"]}
 
 
