@@ -60,7 +60,9 @@ class Settings(BaseSettings):
     trust_savedmodel_ops: bool = Field(
         False, description="Load SavedModels whose graphs would run file, Python-callback or remote ops "
         "(ReadFile, WriteFile, PyFunc...). Off: such a model is refused with 422 model_unsafe.")
-    state: str = Field("slotserve.db", description="The state file (SQLite): API keys. Created when missing.")
+    state: str = Field("slotserve.db", description="The state file (SQLite): API keys and every client's "
+                       "assignment, put back at start-up. Created when missing.")
+    forget: bool = Field(False, description="Start empty: forget every remembered assignment (keys stay).")
     admin_key: SecretStr | None = Field(
         None, description=f"An admin API key from the environment (at least {MIN_ADMIN_KEY_CHARS} characters), "
         "acting as client 'admin'; for containers. Turns authentication on.")

@@ -13,6 +13,7 @@ from app.api import create_app
 from app.partitions import SlotSpec, plan_partitions
 from app.registry import Registry
 from app.settings import Settings
+from app.state import open_state
 from tests.models import Reference, build_store
 
 SLOTS = 4
@@ -57,13 +58,19 @@ class Server:
 
 @asynccontextmanager
 async def open_server(settings: Settings) -> AsyncIterator[Server]:
-    """A fresh registry over the session's slots, driven through real HTTP (ASGI) with its lifespan running."""
-    registry = Registry.from_settings(settings)
-    app = create_app(settings, registry)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url=BASE_URL, timeout=60) as http:
-            yield Server(http, registry, app)
+    """A fresh registry over the session's slots and the settings' state file, driven through real HTTP (ASGI) with
+    its lifespan running (which puts back what the state file remembers, and is ready once it has)."""
+    state = open_state(settings.state)
+    registry = Registry.from_settings(settings, state)
+    app = create_app(settings, registry, state)
+    try:
+        async with app.router.lifespan_context(app):
+            await app.state.restoring
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url=BASE_URL, timeout=60) as http:
+                yield Server(http, registry, app)
+    finally:
+        state.close()
 
 
 @pytest.fixture

@@ -64,11 +64,18 @@ def create_app(settings: Settings, registry: Registry | None = None, state: Stat
             log.warning(notice)
         flusher = asyncio.get_running_loop().create_task(_flush_now_and_then(keys))
         try:
-            owned = registry or await asyncio.to_thread(Registry.from_settings, settings)
+            owned = registry or await asyncio.to_thread(Registry.from_settings, settings, store)
+            remembered = owned.memory.state
+            if settings.forget and remembered is not None:
+                forgotten = await asyncio.to_thread(remembered.clear_assignments)
+                log.warning("--forget: %d remembered assignment(s) forgotten; starting empty", forgotten)
             app.state.registry = owned
+            # the server answers at once (/healthz); it is ready (/readyz) once every remembered client is back
+            app.state.restoring = asyncio.get_running_loop().create_task(owned.restore())
             try:
                 yield
             finally:
+                app.state.restoring.cancel()
                 app.state.registry = None
                 await owned.close(min(CLOSE_TIMEOUT_S, settings.shutdown_timeout_s))
         finally:
@@ -82,6 +89,7 @@ def create_app(settings: Settings, registry: Registry | None = None, state: Stat
     app = FastAPI(title="slotserve", version=__version__, description=DESCRIPTION, lifespan=lifespan,
                   default_response_class=FastJSONResponse)
     app.state.registry = None
+    app.state.restoring = None
     app.state.access = None
     app.state.settings = settings
     app.state.stats = ServerStats()

@@ -45,14 +45,23 @@ class Batching(BaseModel):
     max_delay_us: int = Field(description="Microseconds a batch waits for batchmates (0: never waits).")
 
 
+PHASES = Literal["empty", "loading", "ready", "swapping", "replacing", "unloading"]
+PHASE_DOC = ("loading: a first load (or a restore at start-up), predictions wait; ready: serving; swapping: a new model "
+             "loads beside the old one, which keeps answering; replacing: no room for both, predictions wait while "
+             "the old model is freed and the new one loaded; unloading: predictions wait, then fail")
+
+
 class ClientRecord(BaseModel):
     client: str
-    model: str | None = Field(description="The loaded model, null while the first load is in progress.")
-    slot: int
-    device: str = Field(description="TensorFlow device of the slot, e.g. /device:GPU:2.")
-    state: Literal["empty", "loading", "ready", "unloading"]
-    memory: Memory
+    model: str | None = Field(description="The model serving, or the one a first load is bringing in; for a "
+                              "failed client, the model that could not be put back.")
+    slot: int | None = Field(description="Null for a failed client: it holds no slot.")
+    device: str | None = Field(description="TensorFlow device of the slot, e.g. /device:GPU:2.")
+    state: PHASES | Literal["failed"] = Field(description=PHASE_DOC + "; failed: its model could not be put back "
+                                              "at start-up (see reason); it holds no slot until it loads a model.")
+    memory: Memory | None
     batching: Batching | None = Field(description="Dynamic batching of this client's model.")
+    reason: str | None = Field(None, description="Why a failed client's model could not be put back.")
 
 
 class LoadRequest(BaseModel):
@@ -78,19 +87,19 @@ class LoadResponse(ClientRecord):
 
 class UnloadResponse(BaseModel):
     client: str
-    model: str = Field(description="The model that was unloaded.")
-    slot: int
+    model: str = Field(description="The model that was unloaded (or, for a failed client, forgotten).")
+    slot: int | None = Field(description="The slot freed; null for a failed client, which held none.")
     freed_bytes: int
     residue_bytes: int
-    memory: Memory
+    memory: Memory | None
 
 
 class SlotInfo(BaseModel):
     slot: int
     device: str
     kind: Literal["gpu", "cpu"]
-    state: Literal["empty", "loading", "ready", "unloading", "occupied"] = Field(
-        description="`occupied`: held by another client, as a tenant key sees other tenants' slots.")
+    state: PHASES | Literal["occupied"] = Field(
+        description=PHASE_DOC + "; occupied: held by another client, as a tenant key sees other tenants' slots.")
     client: str | None
     model: str | None
     memory: Memory

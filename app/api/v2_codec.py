@@ -123,6 +123,8 @@ def _input(item: Any, rest: memoryview, offset: int) -> tuple[InputTensor, int]:
     name, dims, dtype = item["name"], item.get("shape"), item.get("datatype")
     if not isinstance(dims, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in dims):
         raise InvalidRequest(f"Input '{name}' needs a 'shape': a list of non-negative integers.")
+    if not isinstance(dtype, str):
+        raise InvalidRequest(f"Input '{name}' needs a 'datatype': one of {', '.join(DATATYPES)}.")
     if dtype == "BYTES":
         raise InvalidInput(f"Input '{name}' is BYTES; this server's models take numeric tensors only "
                            f"({', '.join(DATATYPES)}).")

@@ -3,8 +3,9 @@
 from app.registry.batching import BatchPolicy
 from app.registry.records import ClientRecord, LoadResult, SlotRecord, UnloadResult
 from app.registry.registry import Registry
-from app.registry.slot import Memory, ModelView, SlotState
+from app.registry.lifecycle import Phase
+from app.registry.slot import Memory, ModelView
 from app.registry.store import ModelFile, ModelStore
 
-__all__ = ["BatchPolicy", "ClientRecord", "LoadResult", "Memory", "ModelFile", "ModelView", "ModelStore", "Registry", "SlotRecord", "SlotState",
+__all__ = ["BatchPolicy", "ClientRecord", "LoadResult", "Memory", "ModelFile", "ModelView", "ModelStore", "Phase", "Registry", "SlotRecord",
            "UnloadResult"]

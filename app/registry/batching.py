@@ -2,9 +2,10 @@
 
 One ``BatchQueue`` per loaded model, owned by its slot, so one slot's queue never delays another's and a batch never
 mixes two models (a swap gives the new model a new queue and drains the old one). Requests are validated before they
-join, and only requests whose rows have the same shape are stacked. A batch that fails is retried request by request,
-so a request that is valid in shape but not in value (an out-of-range index, say) fails alone with its own error;
-nothing hangs, whatever ``run`` raises.
+join, and only requests whose rows have the same shape are stacked. A batch that the model rejects as input
+(``InvalidInput``: an out-of-range index, say) is retried request by request, so only the culprit gets the error;
+any other failure (out of memory, an internal error) can be no single request's fault and fails the batch once,
+without running it N more times. Nothing hangs, whatever ``run`` raises, and ``close`` resolves every future.
 """
 
 import asyncio
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from app.errors import ModelInvalid, SlotBusy, SlotServeError
+from app.errors import InvalidInput, ModelInvalid, SlotBusy, SlotServeError
 
 Arrays = dict[str, np.ndarray]
 
@@ -102,6 +103,9 @@ class BatchQueue:
                 batch = self._take()
                 try:
                     await self._dispatch(batch)
+                except asyncio.CancelledError:  # closed while this batch ran: its callers get an answer too
+                    self._fail(batch, SlotBusy("The model was unloaded before this prediction ran; try again."))
+                    raise
                 except Exception as exc:  # noqa: BLE001 - the worker must outlive any failure
                     self._fail(batch, exc)
             self._idle.set()
@@ -141,11 +145,11 @@ class BatchQueue:
             failure = _split(outputs, live)
             if failure is None:
                 return
-        if len(live) == 1:
-            self._fail(live, failure)
+        if len(live) == 1 or not isinstance(failure, InvalidInput):
+            self._fail(live, failure)  # one request's error, or one no request caused: the batch fails once
             return
         del failure
-        for request in live:  # the batch failed: each request on its own, so only the culprit gets an error
+        for request in live:  # the model rejected the batch's input: each request on its own, so only the culprit
             await self._dispatch([request])
 
     @staticmethod

@@ -8,13 +8,16 @@ from app.registry.slot import Memory
 
 @dataclass(frozen=True)
 class ClientRecord:
+    """A client's slot and model; a client whose restore failed has no slot, and ``reason`` says why."""
+
     client: str
     model: str | None
-    slot: int
-    device: str
+    slot: int | None
+    device: str | None
     state: str
-    memory: Memory
+    memory: Memory | None
     batching: BatchPolicy | None
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,7 @@ class LoadResult:
 class UnloadResult:
     client: str
     model: str
-    slot: int
+    slot: int | None  # None: a client whose restore had failed, now forgotten
     freed_bytes: int
     residue_bytes: int
-    memory: Memory
+    memory: Memory | None

@@ -1,51 +1,59 @@
-"""Clients -> slots, and every change of state: load, swap, unload, predict.
+"""Clients -> slots, and every change of state: load, swap, unload, restore, predict.
 
-All state changes go through this class; the API layers (native REST and the protocol facades) only translate.
+All state changes go through this class, and every slot's phase through its lifecycle (``lifecycle.py``); the API
+layers (native REST and the protocol facades) only translate. A load, swap or unload runs as a task of its own
+(``_operate``): a caller that goes away (a cancelled request, a client timeout) never interrupts it halfway, so the
+slot always ends in a legal phase, and the assignment it records matches what the slot holds.
 """
 
 import asyncio
 import gc
 import logging
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
-from app.errors import (
-    ClientNotFound, InvalidRequest, ModelNotLoaded, NoFreeSlot, SlotBusy, SlotServeError,
-)
+from app.errors import ClientNotFound, InvalidRequest, ModelNotLoaded, NoFreeSlot, SlotBusy, SlotServeError
+from app.names import is_valid_name
 from app.partitions import SlotSpec, plan_partitions
+from app.registry import swaps
+from app.registry.admission import admit
 from app.registry.batching import Arrays, BatchPolicy
 from app.registry.decoding import DecodePool, default_workers
-from app.names import is_valid_name
-from app.registry.records import ClientRecord, LoadResult, SlotRecord, UnloadResult
-from app.registry.slot import Memory, ModelView, Slot, SlotState
-from app.registry.admission import Admission, admit
 from app.registry.lean_json import NumericText
+from app.registry.pins import Pins
+from app.registry.records import ClientRecord, LoadResult, SlotRecord, UnloadResult
+from app.registry.remembering import Remembering
+from app.registry.slot import Memory, ModelView, Slot
 from app.registry.store import ModelFile, ModelStore
-from app.registry.swaps import swap_in
 from app.registry.tensors import format_response, parse_request
 from app.settings import Settings
+from app.state import Assignment, StateStore
 
 log = logging.getLogger("slotserve.registry")
+T = TypeVar("T")
 
 
 class Registry:
     """Owns the slots and the client -> slot map. One lock per slot; a short global lock only to claim a slot."""
 
-    def __init__(self, settings: Settings, specs: Sequence[SlotSpec]) -> None:
+    def __init__(self, settings: Settings, specs: Sequence[SlotSpec], state: StateStore | None = None) -> None:
         self.settings = settings
         self.store = ModelStore(settings.model_dir)
         self.slots = [Slot(spec) for spec in specs]
         self.default_policy = BatchPolicy(settings.max_batch_size, settings.max_delay_us)
+        self.decoding = DecodePool(default_workers())
+        self.pins = Pins()
+        self.memory = Remembering(state)  # assignments, and clients whose restore failed
         self._clients: dict[str, Slot] = {}
         self._claim_lock = asyncio.Lock()
-        self.decoding = DecodePool(default_workers())
+        self._operations: set[asyncio.Task] = set()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "Registry":
+    def from_settings(cls, settings: Settings, state: StateStore | None = None) -> "Registry":
         """Plan the partitions (once per process) and build a registry over them."""
         specs = plan_partitions(settings.slots, settings.slot_memory_mb, settings.device)
-        registry = cls(settings, specs)
+        registry = cls(settings, specs, state)
         # Every unload runs gc.collect(). With TensorFlow and Keras imported, a full collection walks ~1M start-up
         # objects (~85 ms); freezing the live ones first makes it walk only what models created since (<1 ms).
         gc.collect()
@@ -59,19 +67,31 @@ class Registry:
         return await asyncio.to_thread(self.store.list)
 
     async def client(self, client: str) -> ClientRecord:
-        slot = self._slot_of(client)
+        """The client's record: its slot's, or a failed restore's (state ``failed``, with the reason)."""
+        _check_client(client)
+        slot = self._clients.get(client)
+        if slot is None:
+            return self.memory.failed_record(client)
         memory = await asyncio.to_thread(slot.memory)
         if slot.client != client:  # unloaded (and maybe claimed by another client) while memory was read
-            raise ClientNotFound(f"Client '{client}' has no model loaded.", client=client)
+            return self.memory.failed_record(client)
         return _record(slot, client, memory)
 
     async def slot_records(self) -> list[SlotRecord]:
         memories = await asyncio.to_thread(lambda: [slot.memory() for slot in self.slots])
-        return [
-            SlotRecord(s.index, s.spec.device, s.spec.kind, s.state.value, s.client,
-                       s.model.name if s.model else None, m, s.residue_bytes)
-            for s, m in zip(self.slots, memories, strict=True)
-        ]
+        return [SlotRecord(s.index, s.spec.device, s.spec.kind, s.state.value, s.client,
+                           s.model.name if s.model else s.life.incoming, m, s.residue_bytes)
+                for s, m in zip(self.slots, memories, strict=True)]
+
+    def loaded_model(self, client: str) -> tuple[str, str] | None:
+        """(model, phase) for the client: the model serving (``ready``, or ``swapping`` while a new one loads
+        beside it), else the one on its way in (``loading``, ``replacing``) or out (``unloading``); or None."""
+        slot = self._clients.get(client)
+        if slot is None:
+            return None
+        life = slot.life
+        name = life.serving.name if life.serving is not None else life.incoming
+        return (name, life.phase.value) if name is not None else None
 
     # ---- lifecycle -----------------------------------------------------------------------------------------
 
@@ -81,24 +101,13 @@ class Registry:
 
         ``max_batch_size`` and ``max_delay_us`` override the server's batching settings for this model; ``version``
         picks a version of a versioned SavedModel (default: the highest). On failure the error's ``serving``
-        detail names the model the client still has (``None`` when it has none).
+        detail names the model the client still has (``None`` when it has none). Success is recorded in the state
+        before this returns.
         """
         _check_client(client)
-        default = self.default_policy
-        policy = BatchPolicy(max_batch_size or default.max_batch_size,
-                             default.max_delay_us if max_delay_us is None else max_delay_us)
+        wanted = Assignment(client, model_name, version, max_batch_size, max_delay_us)
         try:
-            model_file = self.store.resolve(model_name, version)
-            needs = await asyncio.to_thread(self._admit, model_file)
-            while True:
-                slot = await self._claim(client)
-                try:
-                    async with slot.lock:
-                        if slot.client == client:  # else it was unloaded while we waited: claim again
-                            return await self._load_locked(slot, client, model_file, needs, policy)
-                finally:  # also on cancellation: a slot claimed for a load that never happened goes back
-                    if slot.loaded is None and slot.client == client and not slot.lock.locked():
-                        await self._release(slot, client)
+            return await self._operate(self._load(wanted))
         except SlotServeError as exc:
             err = exc
         held = self._clients.get(client)
@@ -106,31 +115,31 @@ class Registry:
         raise err
 
     async def unload(self, client: str, model: str | None = None) -> UnloadResult:
-        """Drain the client's predictions, free its model and give its slot back.
+        """Drain the client's predictions, free its model and give its slot back (and forget its assignment).
 
         With ``model``, only if that is the client's model (``ModelNotLoaded`` otherwise), checked under the lock.
+        A client whose restore failed is forgotten.
         """
-        slot = self._slot_of(client)
-        started = time.perf_counter()
-        async with slot.lock:
-            loaded = slot.loaded
-            if slot.client != client or loaded is None:
-                raise ClientNotFound(f"Client '{client}' has no model loaded.", client=client)
-            if model is not None and loaded.name != model:
-                raise ModelNotLoaded(f"Client '{client}' has not loaded model '{model}' (it has '{loaded.name}').",
-                                     client=client, model=model)
-            slot.state = SlotState.UNLOADING
-            slot.open.clear()
+        _check_client(client)
+        return await self._operate(self._unload(client, model))
+
+    async def restore(self) -> None:
+        """Put back every remembered assignment (at start-up): claim a slot for each, in the order they were
+        recorded, then load them all at once (each slot loads on its own thread). A client whose model is gone or
+        no longer fits is remembered as failed, with the reason; the others serve."""
+        remembered = await self.memory.load()
+        claimed = []
+        for assignment in remembered:
             try:
-                await slot.drain(loaded)
-                name, slot.loaded = loaded.name, None
-                freed, residue = await slot.retire(loaded)
-                memory = await asyncio.to_thread(slot.memory)  # before another client can claim the slot
-            finally:
-                del loaded
-                await self._release(slot, client)
-        _log("unload", client, name, slot, started, memory, freed, residue)
-        return UnloadResult(client, name, slot.index, freed, residue, memory)
+                await self._claim(assignment.client, assignment.model)
+            except NoFreeSlot as exc:
+                await self.memory.fail(assignment, exc.message)
+                continue
+            claimed.append(asyncio.ensure_future(self._operate(self._load(assignment, restoring=True))))
+        for outcome in await asyncio.gather(*claimed, return_exceptions=True):
+            if isinstance(outcome, BaseException) and not isinstance(outcome, SlotServeError):
+                log.error("restore failed unexpectedly", exc_info=outcome)
+        log.info("restored %d of %d remembered clients", sum(1 for s in self.slots if s.loaded), len(remembered))
 
     async def predict(self, client: str, body: Any) -> dict[str, Any]:
         """The native route: ``{"instances"|"inputs": ...}`` in, ``{"predictions"|"outputs": ...}`` out."""
@@ -147,32 +156,21 @@ class Registry:
                   offload: bool = False, signature: str | None = None) -> tuple[ModelView, Arrays]:
         """Run the client's model on the arrays ``decode`` builds from the request, once it knows the model.
 
-        Every protocol goes through here: it waits out a swap (bounded by ``busy_timeout_s``), checks that the
-        client's model is ``model`` when one is named, validates before batching, and returns outputs by name.
-        ``offload`` runs ``decode`` in a worker thread (large requests must not stall other clients).
+        Every protocol goes through here: it waits out a first load, a replace swap or a swap to the model it
+        names (bounded by ``busy_timeout_s``), checks that the client's model is ``model`` when one is named,
+        validates before batching, and returns outputs by name. During a side_by_side swap the old model answers.
+        ``offload`` runs ``decode`` on the decode pool (large requests must not stall other clients).
         ``signature`` names another signature of a SavedModel (``InvalidInput`` if it has none by that name); the
         view ``decode`` gets and the one returned describe that signature's tensors.
         """
         for _ in range(3):  # a decode offloaded to a thread can race a swap: then decode again for the new model
-            slot = self._slot_of(client)
-            if not slot.open.is_set():
-                try:
-                    await asyncio.wait_for(slot.open.wait(), self.settings.busy_timeout_s)
-                except TimeoutError:
-                    raise SlotBusy(f"Client '{client}' is swapping models; try again shortly.",
-                                   client=client) from None
-            loaded = slot.loaded  # read after the last await: the drain then covers this prediction
-            if slot.client != client or loaded is None:
-                raise ClientNotFound(f"Client '{client}' has no model loaded.", client=client)
-            if model is not None and loaded.name != model:
-                raise ModelNotLoaded(f"Client '{client}' has not loaded model '{model}' (it has '{loaded.name}').",
-                                     client=client, model=model)
+            slot, loaded = await self._serving(client, model)  # read after the last await: the drain covers it
             view = loaded.view.signature(signature)
             if not offload:
                 arrays = decode(view)
             else:
                 arrays = await self.decoding.run(decode, view)
-                if slot.loaded is not loaded or not slot.open.is_set():
+                if slot.loaded is not loaded or not slot.life.open:
                     continue  # swapped or unloading meanwhile: its drain may not have covered this request
             if signature is not None and signature != view.default_signature:
                 # another signature: the batch queue stacks calls of the default one only, so this runs on its
@@ -181,27 +179,17 @@ class Registry:
             return view, await loaded.queue.predict(arrays, len(next(iter(arrays.values()))))
         raise SlotBusy(f"Client '{client}' is swapping models; try again shortly.", client=client)
 
-    def view(self, client: str, model: str | None = None) -> ModelView:
-        """What a protocol may say about the client's loaded model (``ModelNotLoaded`` if it is not ``model``)."""
-        slot = self._slot_of(client)
-        loaded = slot.loaded
-        if loaded is None or slot.state is not SlotState.READY:
-            raise ClientNotFound(f"Client '{client}' has no model ready.", client=client)
-        if model is not None and loaded.name != model:
-            raise ModelNotLoaded(f"Client '{client}' has not loaded model '{model}' (it has '{loaded.name}').",
-                                 client=client, model=model)
-        return loaded.view
-
-    def loaded_model(self, client: str) -> str | None:
-        """The name of the model the client has ready, or None."""
-        slot = self._clients.get(client)
-        if slot is None or slot.loaded is None or slot.state is not SlotState.READY:
-            return None
-        return slot.loaded.name
+    async def view(self, client: str, model: str | None = None) -> ModelView:
+        """What a protocol may say about the client's model, waiting as ``run`` does (``ModelNotLoaded`` if the
+        model it serves is not ``model``)."""
+        return (await self._serving(client, model))[1].view
 
     async def close(self, timeout_s: float | None = None) -> None:
-        """Free every model and stop every slot thread, waiting at most ``timeout_s`` for them (a load inside
-        TensorFlow cannot be interrupted: a slot still loading then is left to the process's exit)."""
+        """Free every model and stop every slot thread, waiting at most ``timeout_s`` for operations in progress
+        (a load inside TensorFlow cannot be interrupted: it is left to the process's exit). Assignments stay: a
+        shutdown is not an unload."""
+        if self._operations:
+            await asyncio.wait(list(self._operations), timeout=timeout_s)
         for slot in self.slots:
             if slot.loaded is not None:
                 slot.loaded.queue.close()
@@ -212,53 +200,152 @@ class Registry:
                         len(pending), timeout_s)
         self._clients.clear()
         self.decoding.close()
+        self.pins.close()
         gc.collect()
 
-    # ---- internals -----------------------------------------------------------------------------------------
+    # ---- operations (each runs as its own task: see _operate) --------------------------------------------------
 
-    async def _load_locked(self, slot: Slot, client: str, model_file: ModelFile, needs: Admission,
-                           policy: BatchPolicy) -> LoadResult:
+    async def _operate(self, operation: Awaitable[T]) -> T:
+        """Run ``operation`` as a task no caller can cancel: a cancelled caller stops waiting, the operation
+        finishes (and records what it did), and the slot ends in a legal phase either way."""
+        task = asyncio.ensure_future(operation)
+        self._operations.add(task)
+        task.add_done_callback(_settle)
+        task.add_done_callback(self._operations.discard)
+        return await asyncio.shield(task)
+
+    async def _load(self, wanted: Assignment, restoring: bool = False) -> LoadResult:
         started = time.perf_counter()
-        previous = slot.loaded.name if slot.loaded else None
-        strategy, freed, residue = await swap_in(slot, model_file, needs.footprint, needs.estimate, policy)
+        client = wanted.client
+        try:
+            model_file = self.store.resolve(wanted.model, wanted.version)
+            pinned = await asyncio.to_thread(self.pins.pin, model_file)
+        except (SlotServeError, OSError) as exc:
+            await self._give_up(client, wanted, restoring, exc)
+            raise
+        try:
+            needs = await asyncio.to_thread(admit, pinned, self.slots[0].spec.limit_bytes,
+                                            self.settings.admission_margin, self.settings.trust_savedmodel_ops)
+            policy = BatchPolicy(wanted.max_batch_size or self.default_policy.max_batch_size,
+                                 self.default_policy.max_delay_us if wanted.max_delay_us is None
+                                 else wanted.max_delay_us)
+            while True:
+                slot = await self._claim(client, wanted.model)
+                async with slot.lock:
+                    if slot.client != client:  # unloaded while we waited for the lock: claim again
+                        continue
+                    previous = slot.loaded.name if slot.loaded is not None else None
+                    try:
+                        if slot.loaded is None:
+                            outcome = await swaps.first_load(slot, pinned, needs.footprint, policy)
+                        else:
+                            outcome = await swaps.swap(slot, pinned, needs.footprint, needs.estimate, policy)
+                    finally:
+                        if slot.client == client and slot.loaded is None:  # nothing serves: give the slot back
+                            await self._release(slot)
+                    await self.memory.remember(wanted)  # durable before the caller hears of it
+                    break
+        except BaseException as exc:
+            self.pins.unpin(pinned)
+            if isinstance(exc, swaps.ClientLost) and (lost := self.memory.current(client)) is not None:
+                await self.memory.fail(lost, exc.message)  # it has nothing now: say so, and try again at restart
+            elif isinstance(exc, SlotServeError):
+                await self._give_up(client, wanted, restoring, exc)
+            raise
+        if outcome.previous is not None:
+            self.pins.unpin(outcome.previous)
         memory = await asyncio.to_thread(slot.memory)
-        _log("swap" if previous else "load", client, model_file.name, slot, started, memory, freed, residue, strategy)
-        load_ms = (time.perf_counter() - started) * 1000
-        return LoadResult(_record(slot, client, memory), load_ms, previous, freed, residue, strategy)
+        _log("swap" if previous else "restore" if restoring else "load", client, wanted.model, slot, started,
+             memory, outcome.freed_bytes, outcome.residue_bytes, outcome.strategy)
+        return LoadResult(_record(slot, client, memory), (time.perf_counter() - started) * 1000, previous,
+                          outcome.freed_bytes, outcome.residue_bytes, outcome.strategy)
 
-    async def _claim(self, client: str) -> Slot:
+    async def _unload(self, client: str, model: str | None) -> UnloadResult:
+        started = time.perf_counter()
+        slot = self._clients.get(client)
+        if slot is None:
+            return await self.memory.forget_failed(client)  # a failed restore: forget it, or 404
+        async with slot.lock:
+            loaded = slot.loaded
+            if slot.client != client or loaded is None:
+                raise ClientNotFound(f"Client '{client}' has no model loaded.", client=client)
+            if model is not None and loaded.name != model:
+                raise ModelNotLoaded(f"Client '{client}' has not loaded model '{model}' (it has '{loaded.name}').",
+                                     client=client, model=model)
+            name = loaded.name
+            del loaded
+            outcome = await swaps.unload(slot)
+            memory = await asyncio.to_thread(slot.memory)  # before another client can claim the slot
+            await self._release(slot)
+            await self.memory.forget(client)
+        self.pins.unpin(outcome.previous)
+        _log("unload", client, name, slot, started, memory, outcome.freed_bytes, outcome.residue_bytes)
+        return UnloadResult(client, name, slot.index, outcome.freed_bytes, outcome.residue_bytes, memory)
+
+    async def _give_up(self, client: str, wanted: Assignment, restoring: bool, exc: BaseException) -> None:
+        """A restore that failed is remembered as failed, with its reason (a failed load changes nothing)."""
+        if restoring:
+            reason = exc.message if isinstance(exc, SlotServeError) else str(exc)
+            await self.memory.fail(wanted, reason)
+            slot = self._clients.get(client)
+            if slot is not None and slot.loaded is None and not slot.lock.locked():
+                await self._release(slot)
+
+    # ---- slots -------------------------------------------------------------------------------------------------
+
+    async def _claim(self, client: str, incoming: str) -> Slot:
         async with self._claim_lock:
             slot = self._clients.get(client)
             if slot is not None:
                 return slot
             for slot in self.slots:
                 if slot.client is None:
-                    slot.client = client
-                    slot.state = SlotState.LOADING
-                    slot.open.clear()  # its first predictions wait for this first load instead of failing
+                    slot.life.claim(client, incoming)  # its first predictions wait for this load
                     self._clients[client] = slot
                     return slot
         raise NoFreeSlot(f"All {len(self.slots)} slots are held by other clients; unload one first.")
 
-    async def _release(self, slot: Slot, client: str) -> None:
+    async def _release(self, slot: Slot) -> None:
         async with self._claim_lock:
+            client = slot.life.release()
             if self._clients.get(client) is slot:
                 del self._clients[client]
-            slot.client = None
-            slot.state = SlotState.EMPTY
-            slot.open.set()
+
+    async def _serving(self, client: str, model: str | None) -> tuple[Slot, Any]:
+        """The client's slot and the model that should answer, waiting (up to ``busy_timeout_s``) while predictions
+        are held, or while the model named is on its way in."""
+        deadline = asyncio.get_running_loop().time() + self.settings.busy_timeout_s
+        while True:
+            slot = self._slot_of(client)
+            life = slot.life
+            incoming = model is not None and life.incoming == model and life.serving is not None \
+                and life.serving.name != model
+            if life.open and not incoming:
+                loaded = life.serving
+                if slot.client != client or loaded is None:
+                    raise ClientNotFound(f"Client '{client}' has no model loaded.", client=client)
+                if model is not None and loaded.name != model:
+                    raise ModelNotLoaded(f"Client '{client}' has not loaded model '{model}' "
+                                         f"(it has '{loaded.name}').", client=client, model=model)
+                return slot, loaded
+            remaining = deadline - asyncio.get_running_loop().time()
+            try:
+                await asyncio.wait_for(asyncio.shield(life.changed()), max(remaining, 0))
+            except TimeoutError:
+                raise SlotBusy(f"Client '{client}' is swapping models; try again shortly.", client=client) from None
 
     def _slot_of(self, client: str) -> Slot:
         _check_client(client)
         slot = self._clients.get(client)
         if slot is None:
-            raise ClientNotFound(f"Client '{client}' has no model loaded.", client=client)
+            raise self.memory.not_found(client)
         return slot
 
-    def _admit(self, model_file: ModelFile) -> Admission:
-        """``admit`` against this registry's slots and settings; reads files, so it runs off the event loop."""
-        return admit(model_file, self.slots[0].spec.limit_bytes, self.settings.admission_margin,
-                     self.settings.trust_savedmodel_ops)
+
+def _settle(task: asyncio.Task) -> None:
+    """Retrieve an operation's exception when its caller went away, so it is not reported as never retrieved."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _is_large(body: Any, rows: int = 256) -> bool:
@@ -286,8 +373,8 @@ def _check_client(client: str) -> None:
 def _record(slot: Slot, client: str, memory: Memory) -> ClientRecord:
     loaded = slot.loaded
     policy = loaded.queue.policy if loaded else None
-    return ClientRecord(client, loaded.name if loaded else None, slot.index, slot.spec.device, slot.state.value,
-                        memory, policy)
+    return ClientRecord(client, loaded.name if loaded else slot.life.incoming, slot.index, slot.spec.device,
+                        slot.state.value, memory, policy)
 
 
 def _log(op: str, client: str, model: str, slot: Slot, started: float, memory: Memory, freed: int, residue: int,

@@ -1,7 +1,6 @@
 """One slot: a logical device, the client holding it, its model, its lock, its threads, and freeing in place."""
 
 import asyncio
-import enum
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +14,7 @@ from app.partitions import SlotMeter, SlotSpec, TensorLedger, TrackedGroup, coll
 from app.registry.batching import BatchPolicy, BatchQueue
 from app.registry.decoding import lower_priority
 from app.registry.footprint import Footprint
+from app.registry.lifecycle import Phase, SlotLifecycle
 from app.registry.servable import Servable, load_servable
 from app.registry.store import ModelFile
 from app.registry.signatures import unservable
@@ -23,13 +23,6 @@ from app.registry.tensors import TensorInfo
 T = TypeVar("T")
 LOAD_NICE = 5
 log = logging.getLogger("slotserve.registry")
-
-
-class SlotState(str, enum.Enum):
-    EMPTY = "empty"
-    LOADING = "loading"
-    READY = "ready"
-    UNLOADING = "unloading"
 
 
 @dataclass(frozen=True)
@@ -102,21 +95,18 @@ class Slot:
     Two threads per slot, each entering ``tf.device`` for every job: one runs predictions in arrival order (so a
     no-op job queued behind them is a drain barrier), the other loads and frees models, so a side-by-side swap loads
     the new model while the old one keeps answering. ``lock`` serialises lifecycle operations of this slot only.
+    Its phase, client and serving model belong to ``life`` (``lifecycle.SlotLifecycle``): read them there or
+    through the properties below; only lifecycle events change them.
     """
 
     def __init__(self, spec: SlotSpec) -> None:
         self.spec = spec
         self.ledger = TensorLedger()
         self.meter = SlotMeter(spec, self.ledger)
-        self.state = SlotState.EMPTY
-        self.client: str | None = None
-        self.loaded: Loaded | None = None
+        self.life = SlotLifecycle()
         self.residue_bytes = 0  # cumulative, every unload and swap
         self.baseline_bytes = self.meter.in_use()  # the empty slot's figure; unloads must return to it
         self.lock = asyncio.Lock()
-        # Set while predictions may proceed; cleared while a first load, a replace-swap or an unload holds the slot.
-        self.open = asyncio.Event()
-        self.open.set()
         self._infer = ThreadPoolExecutor(1, thread_name_prefix=f"slot{spec.index}-infer")
         # loads yield the CPU to predictions: on a busy host a load takes longer, other slots' requests do not
         self._work = ThreadPoolExecutor(1, thread_name_prefix=f"slot{spec.index}-work",
@@ -125,6 +115,18 @@ class Slot:
     @property
     def index(self) -> int:
         return self.spec.index
+
+    @property
+    def state(self) -> Phase:
+        return self.life.phase
+
+    @property
+    def client(self) -> str | None:
+        return self.life.client
+
+    @property
+    def loaded(self) -> "Loaded | None":
+        return self.life.serving
 
     @property
     def model(self) -> Servable | None:
@@ -158,7 +160,7 @@ class Slot:
         del loaded
         after = await self.work(_collect_and_measure, self.meter, group)
         residue = group.live_bytes()
-        if self.meter.uses_allocator and not self.open.is_set():
+        if self.meter.uses_allocator and not self.life.open:
             # predictions are held, so the allocator holds exactly the baseline plus the current model, if any
             current = self.loaded.group.nbytes if self.loaded is not None else 0
             residue = max(residue, after - self.baseline_bytes - current)
@@ -172,10 +174,10 @@ class Slot:
         return Memory(self.spec.limit_bytes, self.meter.in_use(), self.meter.peak())
 
     def close(self) -> None:
-        """Stop the threads and drop the model (the caller closed its queue on the event loop)."""
+        """Stop the threads and free the model's TensorFlow objects: the process is ending, so its lifecycle stays
+        as it was (the caller closed the model's queue on the event loop)."""
         if self.loaded is not None:
             self.loaded.servable.close()
-            self.loaded = None
         self._infer.shutdown(wait=True, cancel_futures=True)
         self._work.shutdown(wait=True, cancel_futures=True)
 

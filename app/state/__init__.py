@@ -1,11 +1,11 @@
-"""What must outlive the process: API keys (and, with the state issue, client -> model assignments).
+"""What must outlive the process: API keys, and client -> model assignments.
 
 One small interface, ``StateStore``, with one backend per kind of location: a SQLite file by default. The server
 opens it once at start-up; the ``slotserve keys`` commands open the same file from another process, and the server
 sees their changes on its next request. Nothing here imports TensorFlow.
 """
 
-from app.state.base import KeyConflict, KeyRecord, StateStore
+from app.state.base import Assignment, KeyConflict, KeyRecord, StateStore
 from app.state.keys import KeyRing, Principal, create_key, key_digest
 from app.state.sqlite import SQLiteState
 
@@ -17,4 +17,4 @@ def open_state(location: str, create: bool = True) -> StateStore:
     return SQLiteState(location, create)
 
 
-__all__ = ["KeyConflict", "KeyRecord", "KeyRing", "Principal", "SQLiteState", "StateStore", "create_key", "key_digest", "open_state"]
+__all__ = ["Assignment", "KeyConflict", "KeyRecord", "KeyRing", "Principal", "SQLiteState", "StateStore", "create_key", "key_digest", "open_state"]

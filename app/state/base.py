@@ -21,6 +21,21 @@ class KeyRecord:
     last_used_at: float | None = None
 
 
+@dataclass(frozen=True)
+class Assignment:
+    """A client's model, remembered so a restart puts it back: the model (and the SavedModel version the client
+    asked for, if any), the batching overrides it asked for (``None``: the server's settings), whether the last
+    restore failed and why, and when it was last recorded (seconds since the epoch)."""
+
+    client: str
+    model: str
+    version: int | None = None
+    max_batch_size: int | None = None
+    max_delay_us: int | None = None
+    failed: str | None = None
+    updated_at: float = 0.0
+
+
 class KeyConflict(Exception):
     """A new key's id (or digest) is already stored: make another."""
 
@@ -46,6 +61,22 @@ class StateStore(ABC):
     @abstractmethod
     def record_key_use(self, used: Mapping[str, float]) -> None:
         """Write each key's last use (key id -> time); older times never overwrite newer ones."""
+
+    @abstractmethod
+    def record_assignment(self, assignment: Assignment) -> None:
+        """Remember ``assignment`` (replacing the client's previous one), durably before returning."""
+
+    @abstractmethod
+    def forget_assignment(self, client: str) -> None:
+        """Forget the client's assignment (after an unload), durably before returning."""
+
+    @abstractmethod
+    def assignments(self) -> list[Assignment]:
+        """Every remembered assignment, oldest first."""
+
+    @abstractmethod
+    def clear_assignments(self) -> int:
+        """Forget every assignment (keys stay); return how many there were."""
 
     @abstractmethod
     def change_marker(self) -> Hashable:

@@ -13,7 +13,7 @@ from collections.abc import Hashable, Mapping
 from pathlib import Path
 
 from app.errors import StateError
-from app.state.base import KeyConflict, KeyRecord, StateStore
+from app.state.base import Assignment, KeyConflict, KeyRecord, StateStore
 
 # Each entry moves the schema one version up; never edit one that has shipped, append a new one.
 MIGRATIONS: tuple[str, ...] = (
@@ -28,6 +28,17 @@ MIGRATIONS: tuple[str, ...] = (
         revoked_at   REAL
     );
     CREATE INDEX api_keys_client ON api_keys (client);
+    """,
+    """
+    CREATE TABLE assignments (
+        client         TEXT PRIMARY KEY,
+        model          TEXT NOT NULL,
+        version        INTEGER,
+        max_batch_size INTEGER,
+        max_delay_us   INTEGER,
+        failed         TEXT,
+        updated_at     REAL NOT NULL
+    );
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -85,6 +96,29 @@ class SQLiteState(StateStore):
             conn.executemany("UPDATE api_keys SET last_used_at = ? WHERE id = ? "
                              "AND (last_used_at IS NULL OR last_used_at < ?)",
                              [(at, key_id, at) for key_id, at in used.items()])
+
+    # ---- assignments ---------------------------------------------------------------------------------------------
+
+    def record_assignment(self, assignment: Assignment) -> None:
+        a = assignment
+        with self._write() as conn:
+            conn.execute("INSERT OR REPLACE INTO assignments (client, model, version, max_batch_size, max_delay_us, "
+                         "failed, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         (a.client, a.model, a.version, a.max_batch_size, a.max_delay_us, a.failed,
+                          a.updated_at or time.time()))
+
+    def forget_assignment(self, client: str) -> None:
+        with self._write() as conn:
+            conn.execute("DELETE FROM assignments WHERE client = ?", (client,))
+
+    def assignments(self) -> list[Assignment]:
+        rows = self._conn().execute("SELECT client, model, version, max_batch_size, max_delay_us, failed, "
+                                    "updated_at FROM assignments ORDER BY updated_at, client").fetchall()
+        return [Assignment(*row) for row in rows]
+
+    def clear_assignments(self) -> int:
+        with self._write() as conn:
+            return conn.execute("DELETE FROM assignments").rowcount
 
     # ---- plumbing --------------------------------------------------------------------------------------------
 

@@ -55,7 +55,7 @@ async def test_three_clients_load_predict_swap_unload(server: Server, refs: dict
     record = (await server.http.get("/v1/clients/alice")).json()
     assert record == {"client": "alice", "model": "wide", "slot": slots["alice"], "device": swapped["device"],
                       "state": "ready", "memory": record["memory"],
-                      "batching": {"max_batch_size": 64, "max_delay_us": 0}}
+                      "batching": {"max_batch_size": 64, "max_delay_us": 0}, "reason": None}
     assert record["memory"]["in_use_bytes"] == refs["wide"].weight_bytes
 
     # the other clients never noticed

@@ -114,10 +114,10 @@ async def test_side_by_side_swap_under_concurrent_predictions(server: Server, re
     assert answers["four_mb"] > 0 and answers["six_mb"] > 0
 
 
-async def until_held(slot) -> None:
-    """Yield to the event loop until a replace swap has closed ``slot`` to predictions."""
+async def until_held(server: Server, client: str) -> None:
+    """Yield to the event loop until a replace swap holds ``client``'s predictions (its phase says so)."""
     for _ in range(100_000):
-        if not slot.open.is_set():
+        if (server.registry.loaded_model(client) or ("", ""))[1] == "replacing":
             return
         await asyncio.sleep(0)
     raise AssertionError("the replace swap never held predictions")
@@ -128,9 +128,8 @@ async def test_replace_swap_holds_predictions_and_runs_them_on_the_new_model(
     await loaded(server, "c", "nine_mb")
     body = {"instances": refs["nine_mb"].inputs["x"].tolist()}
     expected = await _outputs_of(server, "nine_mb_b", body)
-    slot = server.registry.slots[(await server.http.get("/v1/clients/c")).json()["slot"]]
     swap = asyncio.ensure_future(put(server, "c", "nine_mb_b"))
-    await until_held(slot)
+    await until_held(server, "c")
     queued = [asyncio.ensure_future(server.http.post("/v1/clients/c/predict", json=body)) for _ in range(4)]
     swapped = await swap
     assert swapped.json()["strategy"] == "replace"
@@ -143,9 +142,8 @@ async def test_replace_gap_longer_than_the_busy_timeout_is_503_with_retry_after(
         settings: Settings, refs: dict[str, Reference]) -> None:
     async with open_server(settings.model_copy(update={"busy_timeout_s": 0.001})) as server:
         await loaded(server, "c", "nine_mb")
-        slot = server.registry.slots[(await server.http.get("/v1/clients/c")).json()["slot"]]
         swap = asyncio.ensure_future(put(server, "c", "nine_mb_b"))
-        await until_held(slot)
+        await until_held(server, "c")
         response = await server.http.post("/v1/clients/c/predict", json=rows_body(refs["nine_mb"]))
         assert response.status_code == 503 and response.json()["error"]["code"] == "slot_busy"
         assert response.headers["retry-after"] == "1"

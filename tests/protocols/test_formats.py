@@ -93,7 +93,7 @@ async def test_savedmodel_serves_on_its_slot_with_every_signature(format_server:
     for name, tensor in outputs.items():
         assert tensor.device.endswith(slot.spec.device.removeprefix("/")), tensor.device
         np.testing.assert_allclose(tensor.numpy(), format_refs["signals_v2"].outputs[name], atol=TOLERANCE, rtol=0)
-    view = registry.view("sm", model="signals")
+    view = await registry.view("sm", model="signals")
     assert list(view.signatures) == ["serving_default", "embed"] and view.version == 2
     assert [i.name for i in view.inputs] == ["sensor", "signal"] and [o.name for o in view.outputs] == ["probs", "score"]
 

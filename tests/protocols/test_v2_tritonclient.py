@@ -5,6 +5,7 @@ The server runs in a thread of the test process, so it shares the session's Tens
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -45,6 +46,10 @@ def triton_against(settings: Settings) -> Iterator[triton.InferenceServerClient]
     assert server.up.wait(60), "the server did not start"
     client = triton.InferenceServerClient(url=f"127.0.0.1:{port}", network_timeout=60)
     try:
+        for _ in range(600):  # ready once the clients remembered from the last run are back (none here)
+            if client.is_server_ready():
+                break
+            time.sleep(0.05)
         assert client.is_server_ready()
         yield client
     finally:

@@ -5,7 +5,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from app.errors import SlotServeError
+from app.errors import InvalidInput, SlotOutOfMemory, SlotServeError
 from app.registry.batching import BatchPolicy, BatchQueue
 
 pytestmark = pytest.mark.anyio
@@ -87,7 +87,7 @@ async def test_wrong_output_length_fails_each_request_and_nothing_hangs() -> Non
 async def test_a_request_bad_in_value_fails_alone() -> None:
     async def picky(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if (arrays["x"] < 0).any():
-            raise SlotServeError("negative.")
+            raise InvalidInput("negative.")  # what the servable raises for TensorFlow's InvalidArgumentError
         return {"y": arrays["x"] * 2}
 
     queue = BatchQueue(picky, BatchPolicy(max_batch_size=10, max_delay_us=20_000))
@@ -97,6 +97,34 @@ async def test_a_request_bad_in_value_fails_alone() -> None:
     np.testing.assert_array_equal(results[0]["y"], request(2)["x"] * 2)
     assert isinstance(results[1], SlotServeError) and results[1].message == "negative."
     np.testing.assert_array_equal(results[2]["y"], request(1)["x"] * 2)
+
+
+@pytest.mark.parametrize("failure", [SlotOutOfMemory("out of memory."), SlotServeError("internal."),
+                                     RuntimeError("a bug")])
+async def test_a_batch_no_request_caused_fails_once(failure: Exception) -> None:
+    calls = []
+
+    async def failing(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        calls.append(len(arrays["x"]))
+        raise failure
+
+    queue = BatchQueue(failing, BatchPolicy(max_batch_size=10, max_delay_us=20_000))
+    results = await asyncio.gather(*(queue.predict(request(n), n) for n in (1, 2, 3)), return_exceptions=True)
+    assert all(r is failure for r in results)
+    assert calls == [6]  # one run of the whole batch: an OOM is not retried request by request (N+1 runs)
+
+
+async def test_close_resolves_the_batch_in_flight_and_the_queued_ones() -> None:
+    run = Recorder()
+    queue = BatchQueue(run, BatchPolicy(max_batch_size=2, max_delay_us=0))
+    run.release.clear()  # the first batch blocks inside run
+    in_flight = [asyncio.ensure_future(queue.predict(request(1), 1)) for _ in range(2)]
+    await asyncio.sleep(0)
+    queued = [asyncio.ensure_future(queue.predict(request(1), 1)) for _ in range(3)]
+    await asyncio.sleep(0)
+    queue.close()
+    results = await asyncio.wait_for(asyncio.gather(*in_flight, *queued, return_exceptions=True), timeout=5)
+    assert all(isinstance(r, SlotServeError) and r.code == "slot_busy" for r in results)
 
 
 async def test_rows_of_different_shapes_are_never_stacked() -> None:

@@ -9,14 +9,25 @@ from app.errors import SlotBusy
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", response_model=Status, summary="The process is up")
+@router.get("/healthz", response_model=Status, summary="The process is up",
+            description="200 as soon as the process serves HTTP, while it still plans slots or restores clients.")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", response_model=Status, summary="The slots exist and the server takes requests",
+@router.get("/readyz", response_model=Status, summary="Every remembered client is back and the server takes requests",
+            description="503 while the slots are planned and while the clients remembered from the last run are "
+            "loaded back; 200 after (a client whose model could not be put back is then `failed`).",
             responses=error_responses(SlotBusy))
 async def readyz(request: Request) -> dict[str, str]:
+    check_ready(request)
+    return {"status": "ok"}
+
+
+def check_ready(request: Request) -> None:
+    """``SlotBusy`` (503) until the registry exists and its restore is done (also used by V2's health/ready)."""
+    restoring = getattr(request.app.state, "restoring", None)
     if getattr(request.app.state, "registry", None) is None:
         raise SlotBusy("The server is still starting; try again shortly.")
-    return {"status": "ok"}
+    if restoring is not None and not restoring.done():
+        raise SlotBusy("The server is putting back the clients it remembers; try again shortly.")

@@ -135,7 +135,7 @@ async def _predict(registry: Registry, client: str, name: str, version: str | No
               description="The version of this model the calling client has loaded, as TF Serving's "
               "`model_version_status`; 404 unless the client has loaded it.")
 async def status(request: Request, registry: RegistryDep, client: str, name: str, version: str | None) -> dict:
-    view = _view(registry, client, name, version)
+    view = await _view(registry, client, name, version)
     return {"model_version_status": [{"version": _served(view), "state": "AVAILABLE",
                                       "status": {"error_code": "OK", "error_message": ""}}]}
 
@@ -144,7 +144,7 @@ async def status(request: Request, registry: RegistryDep, client: str, name: str
               description="TF Serving's GetModelMetadataResponse for the calling client's model: every signature "
               "with its inputs and outputs, derived from the loaded model.")
 async def metadata(request: Request, registry: RegistryDep, client: str, name: str, version: str | None) -> dict:
-    view = _view(registry, client, name, version)
+    view = await _view(registry, client, name, version)
     signatures = view.signatures or {view.default_signature: (view.inputs, view.outputs)}
     defs = {sig: {"inputs": _tensors(inputs), "outputs": _tensors(outputs), "method_name": "tensorflow/serving/predict"}
             for sig, (inputs, outputs) in signatures.items()}
@@ -174,9 +174,9 @@ def _check_version(view: ModelView, version: str | None) -> None:
                                    f"it has version {_served(view)}.")
 
 
-def _view(registry: Registry, client: str, name: str, version: str | None) -> ModelView:
+async def _view(registry: Registry, client: str, name: str, version: str | None) -> ModelView:
     try:
-        view = registry.view(client, model=name)
+        view = await registry.view(client, model=name)
     except (errors.ClientNotFound, errors.ModelNotLoaded) as exc:
         raise _not_served(registry, client, name, version, exc) from None
     _check_version(view, version)

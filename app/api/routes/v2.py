@@ -20,6 +20,7 @@ from app.api.flat_errors import flat_error_route
 from app.api.model_routes import Handler, model_route
 from app.api.payload import payload
 from app.api.responses import FastJSONResponse
+from app.api.routes.health import check_ready
 from app.names import NAME_PATTERN, VERSION_PATTERN
 from app.registry import ModelView, Registry
 
@@ -30,6 +31,9 @@ log = logging.getLogger("slotserve.api")
 # slot_out_of_memory, 413 too large, 429 over the request budget).
 _BAD_REQUEST = (errors.ModelNotFound, errors.ClientNotFound, errors.ModelNotLoaded)
 _INLINE = 1 << 20  # bodies up to 1 MiB are parsed on the event loop; larger ones in a worker thread
+# the caller's model in the repository index, by its slot's phase (Triton's model states)
+_INDEX_STATES = {"ready": "READY", "swapping": "READY", "loading": "LOADING", "replacing": "LOADING",
+                 "unloading": "UNLOADING"}
 
 
 def _status(err: errors.SlotServeError) -> int:
@@ -60,7 +64,8 @@ ERROR = _obj(("error",), error=_text("What went wrong, in a sentence."))
 MODEL_METADATA = _obj(name=_text(), versions=_arr(_text()), platform=_text("e.g. tensorflow_keras"),
                       inputs=_arr(_META), outputs=_arr(_META))
 INDEX = _arr(_obj(name=_text(), version=_text(), state=_text(
-    "READY when the calling client has it loaded", enum=["READY", "UNAVAILABLE"]), reason=_text()))
+    "READY when the calling client's model serves (also while it swaps side by side), LOADING while it loads, "
+    "UNLOADING while it unloads", enum=["READY", "LOADING", "UNLOADING", "UNAVAILABLE"]), reason=_text()))
 INFER_REQUEST = _obj(("inputs",), id=_text("Echoed in the response."), inputs=_arr(_TENSOR), parameters=_obj(
     binary_data_output=_BOOL), outputs=_arr(_obj(name=_text(), parameters=_obj(binary_data=_BOOL)),
                                           "Only these outputs, in this order (default: all)."))
@@ -108,7 +113,8 @@ async def live() -> dict[str, bool]:
 
 @health_router.get("/health/ready", summary="The server is ready (its slots exist)",
                    responses=_docs(_obj(ready=_BOOL), 503, authenticated=False))
-async def ready(registry: RegistryDep) -> dict[str, bool]:
+async def ready(request: Request) -> dict[str, bool]:
+    check_ready(request)
     return {"ready": True}
 
 
@@ -118,17 +124,22 @@ async def server_metadata(_: CallerDep) -> dict[str, Any]:
     return {"name": "slotserve", "version": __version__, "extensions": ["binary_tensor_data", "model_repository"]}
 
 
-def _caller_view(registry: Registry, client: str, name: str, version: str | None) -> ModelView:
-    """The caller's loaded ``name``, which must be ``version`` when one is named (the loaded version, or "1")."""
+async def _caller_view(registry: Registry, client: str, name: str, version: str | None) -> ModelView:
+    """The caller's loaded ``name``, which must be ``version`` when one is named (the loaded version, or "1"),
+    waiting out a swap as predictions do."""
     try:
-        view = registry.view(client, name)
+        view = await registry.view(client, name)
     except (errors.ClientNotFound, errors.ModelNotLoaded):
         raise _unavailable(registry, client, name) from None
-    served = codec.served_version(view.version)
-    if version is not None and version != served:
-        raise errors.ModelNotFound(f"Request for unknown model: '{name}' version {version} is not loaded; "
-                                   f"the caller has version {served}.")
+    _check_version(view, name, version)
     return view
+
+
+def _check_version(view: ModelView, name: str, version: str | None) -> None:
+    served = codec.served_version(view.version)
+    if version is not None and int(version) != int(served):
+        raise errors.ModelNotFound(f"Request for unknown model: '{name}' version {int(version)} is not loaded; "
+                                   f"the caller has version {served}.")
 
 
 def _unavailable(registry: Registry, client: str, name: str, hint: bool = True) -> errors.SlotServeError:
@@ -136,7 +147,7 @@ def _unavailable(registry: Registry, client: str, name: str, hint: bool = True) 
     if not registry.store.has(name):  # a few stat calls, never a listing
         return errors.ModelNotFound(f"Request for unknown model: '{name}' is not in the model store.")
     loaded = registry.loaded_model(client)
-    has = f"it has '{loaded}' loaded" if loaded else "it has no model loaded"
+    has = f"it has '{loaded[0]}' loaded" if loaded else "it has no model loaded"
     advice = f"; load it with POST /v2/repository/models/{name}/load" if hint else ""
     return errors.ModelNotLoaded(f"Model '{name}' is not loaded for client '{client}' ({has}){advice}.")
 
@@ -160,7 +171,7 @@ def _model_route(method: str, suffix: str, **kwargs: Any) -> Callable[[Handler],
               "(-1 for variable dimensions). 400 if the model is unknown or the caller has not loaded it.")
 async def model_metadata(request: Request, registry: Registry, client: str, name: str,
                          version: str | None) -> dict[str, Any]:
-    return codec.model_metadata(_caller_view(registry, client, name, version))
+    return codec.model_metadata(await _caller_view(registry, client, name, version))
 
 
 @_model_route("GET", "/ready", summary="Whether the caller has the model ready",
@@ -168,7 +179,7 @@ async def model_metadata(request: Request, registry: Registry, client: str, name
               description="200 when the calling client has this model loaded and ready, else 400 (as Triton).")
 async def model_ready(request: Request, registry: Registry, client: str, name: str,
                       version: str | None) -> dict[str, Any]:
-    _caller_view(registry, client, name, version)
+    await _caller_view(registry, client, name, version)
     return {"name": name, "ready": True}
 
 
@@ -182,7 +193,6 @@ async def model_ready(request: Request, registry: Registry, client: str, name: s
               "the same way, as application/octet-stream. Inputs are converted to the model's dtypes when no "
               "value changes. 400 if the caller has not loaded the model.")
 async def infer(request: Request, registry: Registry, client: str, name: str, version: str | None) -> Response:
-    _caller_view(registry, client, name, version)  # the version check; run() checks the model again
     async with payload(request, client) as reader:
         body = await reader.raw()
         header, binary = codec.split_body(body, request.headers.get("inference-header-content-length"))
@@ -190,8 +200,11 @@ async def infer(request: Request, registry: Registry, client: str, name: str, ve
         await reader.lease.reserve(len(binary))  # the arrays binary tensors become (a cast copies them)
         max_rows = registry.settings.max_rows
         try:  # the registry waits out a swap, checks the model is the caller's, validates (decode) and batches
-            view, outputs = await registry.run(client, lambda v: codec.decode_inputs(parsed, v, max_rows),
-                                               model=name, offload=len(body) > _INLINE)
+            def decode(view: ModelView) -> dict[str, Any]:  # run() waits out swaps and checks the model first
+                _check_version(view, name, version)
+                return codec.decode_inputs(parsed, view, max_rows)
+
+            view, outputs = await registry.run(client, decode, model=name, offload=len(body) > _INLINE)
         except (errors.ClientNotFound, errors.ModelNotLoaded):
             raise _unavailable(registry, client, name) from None
         content, json_length = codec.encode_response(name, parsed, view, outputs)
@@ -209,11 +222,12 @@ async def repository_index(request: Request, client: ClientIdDep, registry: Regi
     body = await _json_object(request, client)
     if not isinstance(body.get("ready", False), bool):
         raise errors.InvalidRequest("'ready' must be true or false.")
-    loaded = registry.loaded_model(client)
+    name, phase = registry.loaded_model(client) or (None, None)
+    state = _INDEX_STATES.get(phase, "UNAVAILABLE")
     entries = [{"name": m.name, "version": codec.served_version(m.version),
-                "state": "READY" if m.name == loaded else "UNAVAILABLE",
-                "reason": "" if m.name == loaded else "not loaded by this client"}
-               for m in await registry.models() if m.name == loaded or not body.get("ready")]
+                "state": state if m.name == name else "UNAVAILABLE",
+                "reason": "" if m.name == name else "not loaded by this client"}
+               for m in await registry.models() if (m.name == name and state == "READY") or not body.get("ready")]
     return FastJSONResponse(entries)
 
 
