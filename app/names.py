@@ -26,3 +26,11 @@ def version_directory(name: str) -> int | None:
     name for it), else ``None`` (not a version directory)."""
     version = parse_version(name)
     return version if version is not None and str(version) == name else None
+
+
+def check_client(client: str) -> None:
+    """``InvalidRequest`` unless ``client`` is a valid name."""
+    from app.errors import InvalidRequest  # errors.py is light, but names.py stays import-free for the schemas
+
+    if not is_valid_name(client):
+        raise InvalidRequest(f"'{client}' is not a valid client name: use letters, digits, '.', '_' and '-' only.")

@@ -15,11 +15,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import app  # noqa: F401 - sets TF_CPU_ALLOCATOR_USE_BFC before TensorFlow is imported
-
 import httpx  # noqa: E402
 import orjson  # noqa: E402
 
+import app  # noqa: F401 - sets TF_CPU_ALLOCATOR_USE_BFC before TensorFlow is imported
 from app.api import create_app  # noqa: E402
 from app.registry import Registry  # noqa: E402
 from app.registry.tensors import format_response, parse_request  # noqa: E402

@@ -7,11 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
+import keras  # noqa: E402
 import numpy as np
 
 import app  # noqa: F401 - sets TF_CPU_ALLOCATOR_USE_BFC before TensorFlow is imported
-
-import keras  # noqa: E402
 
 MIB = 1 << 20
 

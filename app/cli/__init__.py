@@ -1,13 +1,14 @@
-"""The ``slotserve`` command: ``serve``, ``keys`` and ``demo-models``.
+"""The ``slotserve`` command: ``serve``, ``keys``, ``state`` and ``demo-models``.
 
-Light on purpose: only ``serve`` and ``demo-models`` import TensorFlow, so ``slotserve keys ...`` answers at once.
+Light on purpose: only ``serve`` and ``demo-models`` import TensorFlow, so ``slotserve keys ...`` and
+``slotserve state ...`` answer at once.
 """
 
 import argparse
 import sys
 from pathlib import Path
 
-from app.cli import keys, serve
+from app.cli import keys, serve, state
 from app.cli.common import fail
 
 __all__ = ["main"]
@@ -18,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     serve.add_parser(commands)
     keys.add_parser(commands)
+    state.add_parser(commands)
     demo = commands.add_parser("demo-models", help="write small demo Keras models into a directory")
     demo.add_argument("directory", type=Path)
     args = parser.parse_args(argv)

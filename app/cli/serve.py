@@ -11,7 +11,7 @@ from app.settings import Settings
 from app.state import StateStore, open_state
 
 _SETTINGS = ("host", "port", "model_dir", "slots", "slot_memory_mb", "device", "state", "no_auth", "allowed_hosts",
-             "trust_savedmodel_ops")
+             "trust_savedmodel_ops", "forget")
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -28,6 +28,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                        "(keys, when any exist, still win)")
     serve.add_argument("--allowed-hosts", help="comma-separated host names answered besides loopback ones "
                        "('*': any); enforced in open mode, and with keys when given")
+    serve.add_argument("--forget", action="store_true", default=None,
+                       help="start empty: forget the clients the state file remembers (keys stay)")
     serve.add_argument("--trust-savedmodel-ops", action="store_true", default=None,
                        help="load SavedModels whose graphs run file, Python-callback or remote ops")
     serve.set_defaults(run=run)

@@ -24,6 +24,8 @@ import asyncio
 import enum
 from typing import TYPE_CHECKING
 
+from app.errors import ClientNotFound, ModelNotLoaded, SlotBusy
+
 if TYPE_CHECKING:  # slot.py imports this module; the type is only a name here
     from app.registry.slot import Loaded
 
@@ -142,6 +144,30 @@ class SlotLifecycle:
         self._check()
         assert client is not None
         return client
+
+    # ---- predictions -------------------------------------------------------------------------------------------
+
+    async def serving_for(self, client: str, model: str | None, timeout_s: float) -> "Loaded":
+        """The model that should answer ``client`` (which must be ``model`` when one is named), waiting up to
+        ``timeout_s`` while predictions are held (first load, replace, unload) or while ``model`` is on its way in
+        beside the old one (``SlotBusy`` when the wait runs out)."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            incoming = model is not None and self.incoming == model and self.serving is not None \
+                and self.serving.name != model
+            if self.open and not incoming:
+                loaded = self.serving
+                if self.client != client or loaded is None:
+                    raise ClientNotFound(f"Client '{client}' has no model loaded.", client=client)
+                if model is not None and loaded.name != model:
+                    raise ModelNotLoaded(f"Client '{client}' has not loaded model '{model}' "
+                                         f"(it has '{loaded.name}').", client=client, model=model)
+                return loaded
+            remaining = deadline - asyncio.get_running_loop().time()
+            try:
+                await asyncio.wait_for(asyncio.shield(self.changed()), max(remaining, 0))
+            except TimeoutError:
+                raise SlotBusy(f"Client '{client}' is swapping models; try again shortly.", client=client) from None
 
     # ---- internals ---------------------------------------------------------------------------------------------
 

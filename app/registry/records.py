@@ -1,9 +1,13 @@
 """What the registry reports: plain immutable records, free of TensorFlow and of HTTP."""
 
+import logging
+import time
 from dataclasses import dataclass
 
 from app.registry.batching import BatchPolicy
-from app.registry.slot import Memory
+from app.registry.slot import Memory, Slot
+
+log = logging.getLogger("slotserve.registry")
 
 
 @dataclass(frozen=True)
@@ -50,3 +54,19 @@ class UnloadResult:
     freed_bytes: int
     residue_bytes: int
     memory: Memory | None
+
+
+def client_record(slot: Slot, client: str, memory: Memory) -> ClientRecord:
+    """The record of ``client``, which holds ``slot``."""
+    loaded = slot.loaded
+    policy = loaded.queue.policy if loaded else None
+    return ClientRecord(client, loaded.name if loaded else slot.life.incoming, slot.index, slot.spec.device,
+                        slot.state.value, memory, policy)
+
+
+def log_change(op: str, client: str, model: str, slot: Slot, started: float, memory: Memory, freed: int,
+               residue: int, strategy: str = "none") -> None:
+    """One line per load, swap, restore and unload."""
+    log.info("%s client=%s model=%s slot=%d strategy=%s ms=%.1f in_use_bytes=%d freed_bytes=%d residue_bytes=%d",
+             op, client, model, slot.index, strategy, (time.perf_counter() - started) * 1000, memory.in_use_bytes,
+             freed, residue)

@@ -2,7 +2,7 @@
 
 All state changes go through this class, and every slot's phase through its lifecycle (``lifecycle.py``); the API
 layers (native REST and the protocol facades) only translate. A load, swap or unload runs as a task of its own
-(``_operate``): a caller that goes away (a cancelled request, a client timeout) never interrupts it halfway, so the
+(``operations.py``): a caller that goes away (a cancelled request, a client timeout) never interrupts it halfway, so the
 slot always ends in a legal phase, and the assignment it records matches what the slot holds.
 """
 
@@ -10,32 +10,32 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from app.errors import ClientNotFound, InvalidRequest, ModelNotLoaded, NoFreeSlot, SlotBusy, SlotServeError
-from app.names import is_valid_name
+from app.errors import ClientNotFound, ModelNotLoaded, NoFreeSlot, SlotBusy, SlotServeError
+from app.names import check_client
 from app.partitions import SlotSpec, plan_partitions
 from app.registry import swaps
 from app.registry.admission import admit
 from app.registry.batching import Arrays, BatchPolicy
 from app.registry.decoding import DecodePool, default_workers
-from app.registry.lean_json import NumericText
+from app.registry.operations import Operations
 from app.registry.pins import Pins
-from app.registry.records import ClientRecord, LoadResult, SlotRecord, UnloadResult
+from app.registry.placement import Placement
+from app.registry.records import ClientRecord, LoadResult, SlotRecord, UnloadResult, client_record, log_change
 from app.registry.remembering import Remembering
-from app.registry.slot import Memory, ModelView, Slot
+from app.registry.slot import ModelView, Slot
 from app.registry.store import ModelFile, ModelStore
-from app.registry.tensors import format_response, parse_request
+from app.registry.tensors import format_response, is_large, parse_request
 from app.settings import Settings
 from app.state import Assignment, StateStore
 
 log = logging.getLogger("slotserve.registry")
-T = TypeVar("T")
 
 
 class Registry:
-    """Owns the slots and the client -> slot map. One lock per slot; a short global lock only to claim a slot."""
+    """Owns the slots, the client -> slot map (``placement.py``) and the operations on them."""
 
     def __init__(self, settings: Settings, specs: Sequence[SlotSpec], state: StateStore | None = None) -> None:
         self.settings = settings
@@ -45,9 +45,8 @@ class Registry:
         self.decoding = DecodePool(default_workers())
         self.pins = Pins()
         self.memory = Remembering(state)  # assignments, and clients whose restore failed
-        self._clients: dict[str, Slot] = {}
-        self._claim_lock = asyncio.Lock()
-        self._operations: set[asyncio.Task] = set()
+        self.placement = Placement(self.slots)  # clients -> slots
+        self.operations = Operations()  # loads, swaps and unloads in progress
 
     @classmethod
     def from_settings(cls, settings: Settings, state: StateStore | None = None) -> "Registry":
@@ -68,14 +67,14 @@ class Registry:
 
     async def client(self, client: str) -> ClientRecord:
         """The client's record: its slot's, or a failed restore's (state ``failed``, with the reason)."""
-        _check_client(client)
-        slot = self._clients.get(client)
+        check_client(client)
+        slot = self.placement.get(client)
         if slot is None:
             return self.memory.failed_record(client)
         memory = await asyncio.to_thread(slot.memory)
         if slot.client != client:  # unloaded (and maybe claimed by another client) while memory was read
             return self.memory.failed_record(client)
-        return _record(slot, client, memory)
+        return client_record(slot, client, memory)
 
     async def slot_records(self) -> list[SlotRecord]:
         memories = await asyncio.to_thread(lambda: [slot.memory() for slot in self.slots])
@@ -86,7 +85,7 @@ class Registry:
     def loaded_model(self, client: str) -> tuple[str, str] | None:
         """(model, phase) for the client: the model serving (``ready``, or ``swapping`` while a new one loads
         beside it), else the one on its way in (``loading``, ``replacing``) or out (``unloading``); or None."""
-        slot = self._clients.get(client)
+        slot = self.placement.get(client)
         if slot is None:
             return None
         life = slot.life
@@ -104,13 +103,13 @@ class Registry:
         detail names the model the client still has (``None`` when it has none). Success is recorded in the state
         before this returns.
         """
-        _check_client(client)
+        check_client(client)
         wanted = Assignment(client, model_name, version, max_batch_size, max_delay_us)
         try:
-            return await self._operate(self._load(wanted))
+            return await self.operations.run(self._load(wanted))
         except SlotServeError as exc:
             err = exc
-        held = self._clients.get(client)
+        held = self.placement.get(client)
         err.details["serving"] = held.model.name if held is not None and held.model is not None else None
         raise err
 
@@ -120,8 +119,8 @@ class Registry:
         With ``model``, only if that is the client's model (``ModelNotLoaded`` otherwise), checked under the lock.
         A client whose restore failed is forgotten.
         """
-        _check_client(client)
-        return await self._operate(self._unload(client, model))
+        check_client(client)
+        return await self.operations.run(self._unload(client, model))
 
     async def restore(self) -> None:
         """Put back every remembered assignment (at start-up): claim a slot for each, in the order they were
@@ -131,11 +130,11 @@ class Registry:
         claimed = []
         for assignment in remembered:
             try:
-                await self._claim(assignment.client, assignment.model)
+                await self.placement.claim(assignment.client, assignment.model)
             except NoFreeSlot as exc:
                 await self.memory.fail(assignment, exc.message)
                 continue
-            claimed.append(asyncio.ensure_future(self._operate(self._load(assignment, restoring=True))))
+            claimed.append(asyncio.ensure_future(self.operations.run(self._load(assignment, restoring=True))))
         for outcome in await asyncio.gather(*claimed, return_exceptions=True):
             if isinstance(outcome, BaseException) and not isinstance(outcome, SlotServeError):
                 log.error("restore failed unexpectedly", exc_info=outcome)
@@ -149,7 +148,7 @@ class Registry:
             arrays, decoded["columnar"] = parse_request(body, view.inputs, self.settings.max_rows)
             return arrays
 
-        view, outputs = await self.run(client, decode, offload=_is_large(body))
+        view, outputs = await self.run(client, decode, offload=is_large(body))
         return format_response(outputs, view.outputs, decoded["columnar"])
 
     async def run(self, client: str, decode: Callable[[ModelView], Arrays], model: str | None = None,
@@ -188,8 +187,7 @@ class Registry:
         """Free every model and stop every slot thread, waiting at most ``timeout_s`` for operations in progress
         (a load inside TensorFlow cannot be interrupted: it is left to the process's exit). Assignments stay: a
         shutdown is not an unload."""
-        if self._operations:
-            await asyncio.wait(list(self._operations), timeout=timeout_s)
+        await self.operations.idle(timeout_s)
         for slot in self.slots:
             if slot.loaded is not None:
                 slot.loaded.queue.close()
@@ -198,21 +196,12 @@ class Registry:
         if pending:
             log.warning("%d slot(s) still busy (a load in progress) after %ss; not waiting for them",
                         len(pending), timeout_s)
-        self._clients.clear()
+        self.placement.clear()
         self.decoding.close()
         self.pins.close()
         gc.collect()
 
-    # ---- operations (each runs as its own task: see _operate) --------------------------------------------------
-
-    async def _operate(self, operation: Awaitable[T]) -> T:
-        """Run ``operation`` as a task no caller can cancel: a cancelled caller stops waiting, the operation
-        finishes (and records what it did), and the slot ends in a legal phase either way."""
-        task = asyncio.ensure_future(operation)
-        self._operations.add(task)
-        task.add_done_callback(_settle)
-        task.add_done_callback(self._operations.discard)
-        return await asyncio.shield(task)
+    # ---- operations (each runs as its own task: see operations.py) --------------------------------------------------
 
     async def _load(self, wanted: Assignment, restoring: bool = False) -> LoadResult:
         started = time.perf_counter()
@@ -230,7 +219,7 @@ class Registry:
                                  self.default_policy.max_delay_us if wanted.max_delay_us is None
                                  else wanted.max_delay_us)
             while True:
-                slot = await self._claim(client, wanted.model)
+                slot = await self.placement.claim(client, wanted.model)
                 async with slot.lock:
                     if slot.client != client:  # unloaded while we waited for the lock: claim again
                         continue
@@ -242,7 +231,7 @@ class Registry:
                             outcome = await swaps.swap(slot, pinned, needs.footprint, needs.estimate, policy)
                     finally:
                         if slot.client == client and slot.loaded is None:  # nothing serves: give the slot back
-                            await self._release(slot)
+                            await self.placement.release(slot)
                     await self.memory.remember(wanted)  # durable before the caller hears of it
                     break
         except BaseException as exc:
@@ -255,14 +244,14 @@ class Registry:
         if outcome.previous is not None:
             self.pins.unpin(outcome.previous)
         memory = await asyncio.to_thread(slot.memory)
-        _log("swap" if previous else "restore" if restoring else "load", client, wanted.model, slot, started,
+        log_change("swap" if previous else "restore" if restoring else "load", client, wanted.model, slot, started,
              memory, outcome.freed_bytes, outcome.residue_bytes, outcome.strategy)
-        return LoadResult(_record(slot, client, memory), (time.perf_counter() - started) * 1000, previous,
+        return LoadResult(client_record(slot, client, memory), (time.perf_counter() - started) * 1000, previous,
                           outcome.freed_bytes, outcome.residue_bytes, outcome.strategy)
 
     async def _unload(self, client: str, model: str | None) -> UnloadResult:
         started = time.perf_counter()
-        slot = self._clients.get(client)
+        slot = self.placement.get(client)
         if slot is None:
             return await self.memory.forget_failed(client)  # a failed restore: forget it, or 404
         async with slot.lock:
@@ -276,10 +265,10 @@ class Registry:
             del loaded
             outcome = await swaps.unload(slot)
             memory = await asyncio.to_thread(slot.memory)  # before another client can claim the slot
-            await self._release(slot)
+            await self.placement.release(slot)
             await self.memory.forget(client)
         self.pins.unpin(outcome.previous)
-        _log("unload", client, name, slot, started, memory, outcome.freed_bytes, outcome.residue_bytes)
+        log_change("unload", client, name, slot, started, memory, outcome.freed_bytes, outcome.residue_bytes)
         return UnloadResult(client, name, slot.index, outcome.freed_bytes, outcome.residue_bytes, memory)
 
     async def _give_up(self, client: str, wanted: Assignment, restoring: bool, exc: BaseException) -> None:
@@ -287,98 +276,21 @@ class Registry:
         if restoring:
             reason = exc.message if isinstance(exc, SlotServeError) else str(exc)
             await self.memory.fail(wanted, reason)
-            slot = self._clients.get(client)
+            slot = self.placement.get(client)
             if slot is not None and slot.loaded is None and not slot.lock.locked():
-                await self._release(slot)
+                await self.placement.release(slot)
 
-    # ---- slots -------------------------------------------------------------------------------------------------
-
-    async def _claim(self, client: str, incoming: str) -> Slot:
-        async with self._claim_lock:
-            slot = self._clients.get(client)
-            if slot is not None:
-                return slot
-            for slot in self.slots:
-                if slot.client is None:
-                    slot.life.claim(client, incoming)  # its first predictions wait for this load
-                    self._clients[client] = slot
-                    return slot
-        raise NoFreeSlot(f"All {len(self.slots)} slots are held by other clients; unload one first.")
-
-    async def _release(self, slot: Slot) -> None:
-        async with self._claim_lock:
-            client = slot.life.release()
-            if self._clients.get(client) is slot:
-                del self._clients[client]
+    # ---- predictions ---------------------------------------------------------------------------------------------
 
     async def _serving(self, client: str, model: str | None) -> tuple[Slot, Any]:
-        """The client's slot and the model that should answer, waiting (up to ``busy_timeout_s``) while predictions
-        are held, or while the model named is on its way in."""
-        deadline = asyncio.get_running_loop().time() + self.settings.busy_timeout_s
-        while True:
-            slot = self._slot_of(client)
-            life = slot.life
-            incoming = model is not None and life.incoming == model and life.serving is not None \
-                and life.serving.name != model
-            if life.open and not incoming:
-                loaded = life.serving
-                if slot.client != client or loaded is None:
-                    raise ClientNotFound(f"Client '{client}' has no model loaded.", client=client)
-                if model is not None and loaded.name != model:
-                    raise ModelNotLoaded(f"Client '{client}' has not loaded model '{model}' "
-                                         f"(it has '{loaded.name}').", client=client, model=model)
-                return slot, loaded
-            remaining = deadline - asyncio.get_running_loop().time()
-            try:
-                await asyncio.wait_for(asyncio.shield(life.changed()), max(remaining, 0))
-            except TimeoutError:
-                raise SlotBusy(f"Client '{client}' is swapping models; try again shortly.", client=client) from None
+        """The client's slot and the model that should answer (see ``SlotLifecycle.serving_for``)."""
+        slot = self._slot_of(client)
+        return slot, await slot.life.serving_for(client, model, self.settings.busy_timeout_s)
 
     def _slot_of(self, client: str) -> Slot:
-        _check_client(client)
-        slot = self._clients.get(client)
+        check_client(client)
+        slot = self.placement.get(client)
         if slot is None:
             raise self.memory.not_found(client)
         return slot
 
-
-def _settle(task: asyncio.Task) -> None:
-    """Retrieve an operation's exception when its caller went away, so it is not reported as never retrieved."""
-    if not task.cancelled():
-        task.exception()
-
-
-def _is_large(body: Any, rows: int = 256) -> bool:
-    """Cheap look at a request's first value: many rows or wide rows go to a worker thread for conversion."""
-    if not isinstance(body, dict):
-        return False
-    value = body.get("instances", body.get("inputs"))
-    if isinstance(value, dict):
-        value = next(iter(value.values()), None)
-    if isinstance(value, NumericText) or (isinstance(value, list) and value and isinstance(value[0], dict)
-                                          and any(isinstance(v, NumericText) for v in value[0].values())):
-        return True
-    if not isinstance(value, list) or not value:
-        return False
-    first = value[0]
-    width = len(first) if isinstance(first, list | dict) else 1
-    return len(value) * max(width, 1) > rows * 64
-
-
-def _check_client(client: str) -> None:
-    if not is_valid_name(client):
-        raise InvalidRequest(f"'{client}' is not a valid client name: use letters, digits, '.', '_' and '-' only.")
-
-
-def _record(slot: Slot, client: str, memory: Memory) -> ClientRecord:
-    loaded = slot.loaded
-    policy = loaded.queue.policy if loaded else None
-    return ClientRecord(client, loaded.name if loaded else slot.life.incoming, slot.index, slot.spec.device,
-                        slot.state.value, memory, policy)
-
-
-def _log(op: str, client: str, model: str, slot: Slot, started: float, memory: Memory, freed: int, residue: int,
-         strategy: str = "none") -> None:
-    log.info("%s client=%s model=%s slot=%d strategy=%s ms=%.1f in_use_bytes=%d freed_bytes=%d residue_bytes=%d",
-             op, client, model, slot.index, strategy, (time.perf_counter() - started) * 1000, memory.in_use_bytes,
-             freed, residue)

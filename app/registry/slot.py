@@ -16,8 +16,8 @@ from app.registry.decoding import lower_priority
 from app.registry.footprint import Footprint
 from app.registry.lifecycle import Phase, SlotLifecycle
 from app.registry.servable import Servable, load_servable
-from app.registry.store import ModelFile
 from app.registry.signatures import unservable
+from app.registry.store import ModelFile
 from app.registry.tensors import TensorInfo
 
 T = TypeVar("T")

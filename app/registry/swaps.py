@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from app.errors import ModelTooLarge, SlotServeError
 from app.registry.batching import BatchPolicy
 from app.registry.footprint import Footprint
-from app.registry.slot import Loaded, Slot
+from app.registry.slot import Slot
 from app.registry.store import ModelFile
 
 log = logging.getLogger("slotserve.registry")

@@ -197,3 +197,20 @@ def format_response(outputs: dict[str, np.ndarray], infos: list[TensorInfo], col
 
 def _expected(inputs: list[TensorInfo]) -> str:
     return ", ".join(info.describe() for info in inputs)
+
+
+def is_large(body: Any, rows: int = 256) -> bool:
+    """Cheap look at a request's first value: many rows or wide rows go to a worker thread for conversion."""
+    if not isinstance(body, dict):
+        return False
+    value = body.get("instances", body.get("inputs"))
+    if isinstance(value, dict):
+        value = next(iter(value.values()), None)
+    if isinstance(value, NumericText) or (isinstance(value, list) and value and isinstance(value[0], dict)
+                                          and any(isinstance(v, NumericText) for v in value[0].values())):
+        return True
+    if not isinstance(value, list) or not value:
+        return False
+    first = value[0]
+    width = len(first) if isinstance(first, list | dict) else 1
+    return len(value) * max(width, 1) > rows * 64

@@ -4,7 +4,6 @@ odd version directories and thousands of assets.
 """
 
 import gc
-import io
 import shutil
 import zipfile
 from pathlib import Path

@@ -2,7 +2,6 @@
 against the slot, and configuration bombs are refused before they are read."""
 
 import gc
-from pathlib import Path
 
 import numpy as np
 import pytest

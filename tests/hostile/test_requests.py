@@ -3,17 +3,15 @@
 import gzip
 import json
 import logging
-import struct
 import zlib
 
-import httpx
 import numpy as np
 import pytest
 
 from app.api import create_app
 from app.settings import Settings
 from tests.conftest import Server
-from tests.helpers import TOLERANCE, assert_rows_match, rows_body
+from tests.helpers import TOLERANCE
 from tests.models import Reference
 
 pytestmark = pytest.mark.anyio

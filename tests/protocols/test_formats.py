@@ -9,12 +9,11 @@ import pytest
 from app.errors import InvalidInput, InvalidRequest, ModelInvalid, ModelNotFound
 from app.partitions import SlotSpec, host_allocator_bytes
 from app.registry import ModelStore
-from app.registry.servable import load_servable
 from app.registry.footprint import footprint
+from app.registry.servable import load_servable
 from tests.conftest import Server
 from tests.helpers import TOLERANCE, assert_columns_match, assert_rows_match, columns_body, rows_body
 from tests.models import Reference
-
 
 pytestmark = pytest.mark.anyio
 

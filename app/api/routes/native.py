@@ -12,8 +12,15 @@ from app.api.errors import error_responses
 from app.api.payload import payload
 from app.api.responses import FastJSONResponse
 from app.api.schemas import (
-    PREDICT_BODY, PREDICT_RESPONSE, json_body, ClientRecord, LoadRequest, LoadResponse, ModelList, SlotList,
+    PREDICT_BODY,
+    PREDICT_RESPONSE,
+    ClientRecord,
+    LoadRequest,
+    LoadResponse,
+    ModelList,
+    SlotList,
     UnloadResponse,
+    json_body,
 )
 
 # every route needs a key when the server has keys; routes on /clients/{client} also need to own that client

@@ -1,0 +1,50 @@
+"""Which client holds which slot: the one owner of that map.
+
+A client claims a free slot on its first load (the slot's lifecycle goes ``empty -> loading``) and releases it when
+nothing serves in it any more (``-> empty``). Both happen under one short lock, so two clients never claim the
+same slot.
+"""
+
+import asyncio
+from collections.abc import Sequence
+
+from app.errors import NoFreeSlot
+from app.registry.slot import Slot
+
+
+class Placement:
+    """Clients -> slots."""
+
+    def __init__(self, slots: Sequence[Slot]) -> None:
+        self.slots = slots
+        self._clients: dict[str, Slot] = {}
+        self._lock = asyncio.Lock()
+
+    def get(self, client: str) -> Slot | None:
+        return self._clients.get(client)
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+    async def claim(self, client: str, incoming: str) -> Slot:
+        """The client's slot, or a free one claimed for its first model ``incoming`` (``NoFreeSlot`` if none)."""
+        async with self._lock:
+            slot = self._clients.get(client)
+            if slot is not None:
+                return slot
+            for slot in self.slots:
+                if slot.client is None:
+                    slot.life.claim(client, incoming)  # its first predictions wait for this load
+                    self._clients[client] = slot
+                    return slot
+        raise NoFreeSlot(f"All {len(self.slots)} slots are held by other clients; unload one first.")
+
+    async def release(self, slot: Slot) -> None:
+        """The slot's client leaves it (the lifecycle refuses if a model is still loaded)."""
+        async with self._lock:
+            client = slot.life.release()
+            if self._clients.get(client) is slot:
+                del self._clients[client]
+
+    def clear(self) -> None:
+        self._clients.clear()
