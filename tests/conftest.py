@@ -57,15 +57,16 @@ class Server:
 
 
 @asynccontextmanager
-async def open_server(settings: Settings) -> AsyncIterator[Server]:
+async def open_server(settings: Settings, restored: bool = True) -> AsyncIterator[Server]:
     """A fresh registry over the session's slots and the settings' state file, driven through real HTTP (ASGI) with
-    its lifespan running (which puts back what the state file remembers, and is ready once it has)."""
+    its lifespan running (which puts back what the state file remembers; ``restored``: wait until it has)."""
     state = open_state(settings.state)
     registry = Registry.from_settings(settings, state)
     app = create_app(settings, registry, state)
     try:
         async with app.router.lifespan_context(app):
-            await app.state.restoring
+            if restored:
+                await app.state.restoring
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url=BASE_URL, timeout=60) as http:
                 yield Server(http, registry, app)
