@@ -19,7 +19,6 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import pytest
 
 from tests.helpers import TOLERANCE
 from tests.models import Reference
