@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MODELS ?= models
 
-.PHONY: serve test bench install clean
+.PHONY: serve test bench install clean docker-test
 
 install: $(STAMP)
 
@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# demo models are written only under names $(MODELS) does not have yet: a model of yours is never overwritten
 serve: $(STAMP)
 	$(BIN)/slotserve demo-models $(MODELS)
 	$(BIN)/slotserve serve --model-dir $(MODELS)
@@ -22,11 +23,16 @@ serve: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest
 
+# build the CPU image and run it for real (installs docker.io/debootstrap, starts dockerd when needed)
+docker-test: $(STAMP)
+	$(BIN)/python docker/test.py
+
 bench: $(STAMP)
 	$(BIN)/python bench/request_path.py
 	$(BIN)/python bench/load.py
 	$(BIN)/python bench/churn.py
 	$(BIN)/python bench/abuse.py
 
+# build and test artefacts only: never the model store ($(MODELS)) nor the state file (slotserve.db holds API keys)
 clean:
-	rm -rf $(VENV) $(MODELS) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache build dist *.egg-info

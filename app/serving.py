@@ -80,8 +80,10 @@ def run(app: Any, settings: Settings, sock: socket.socket) -> None:
     """Serve ``app`` on ``sock`` until SIGTERM or SIGINT; in-flight requests get ``shutdown_timeout_s`` to finish,
     then are cancelled, then the app's lifespan frees the slots."""
     protocol = type("SlotServeProtocol", (HeaderTimeoutProtocol,), {"header_timeout_s": settings.header_timeout_s})
-    config = uvicorn.Config(app, http=protocol, log_level=settings.log_level.lower(),
-                            timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout_s)))
+    # log_config=None: uvicorn's own lines go through the one handler serve set up (app/logs.py), and the access
+    # line is the app's (it has the request id and the duration), so uvicorn's is off
+    config = uvicorn.Config(app, http=protocol, log_level=settings.log_level.lower(), log_config=None,
+                            access_log=False, timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout_s)))
     # uvicorn re-raises the signal that stopped it once it has shut down, through the handler it found installed:
     # with Python's defaults a clean SIGTERM shutdown would end in "killed by SIGTERM" (143), not 0
     for stop in (signal.SIGTERM, signal.SIGINT):

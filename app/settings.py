@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIB = 1 << 20
 MIN_ADMIN_KEY_CHARS = 32
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class Settings(BaseSettings):
@@ -23,6 +24,9 @@ class Settings(BaseSettings):
     model_dir: Path = Field(Path("models"), description="Directory holding the model store.")
     slots: int = Field(4, ge=1, le=256, description="Slots per GPU (or in total on a CPU-only host).")
     slot_memory_mb: int = Field(1024, ge=1, description="Memory per slot in MiB (2^20 bytes).")
+    gpu_headroom_mb: int = Field(
+        512, ge=0, description="MiB each GPU keeps outside its slots (CUDA context, cuDNN/cuBLAS workspaces): "
+        "slots x slot memory + headroom must fit every GPU. Ignored on a CPU-only host.")
     device: Literal["auto", "gpu", "cpu"] = Field(
         "auto", description="'auto' uses every GPU when one exists, else logical CPUs."
     )
@@ -55,7 +59,11 @@ class Settings(BaseSettings):
     busy_timeout_s: float = Field(
         30.0, gt=0, description="How long a prediction waits for a slot that is swapping before 503 slot_busy."
     )
-    log_level: str = Field("info", description="Python logging level name.")
+    log_level: str = Field("info", description="Logging level: debug, info, warning, error or critical (any case).")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Log lines (the app's, uvicorn's and the access log) as text, or one JSON object per "
+        "line with time, level, logger, message and request_id.")
+    access_log: bool = Field(True, description="Log one line per request (logger slotserve.access, at info level).")
     trust_savedmodel_ops: bool = Field(
         False, description="Load SavedModels whose graphs would run file, Python-callback or remote ops "
         "(ReadFile, WriteFile, PyFunc...). Off: such a model is refused with 422 model_unsafe.")
@@ -71,6 +79,14 @@ class Settings(BaseSettings):
     allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Host names accepted besides loopback ones when serving without keys "
         "(comma-separated; '*' accepts any). Also enforced with keys when given.")
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, level: str) -> str:
+        # checked here, not when logging is configured: a typo is a one-line refusal, never a traceback at start-up
+        if level.strip().upper() not in LOG_LEVELS:
+            raise ValueError(f"the log level is one of {', '.join(name.lower() for name in LOG_LEVELS)}")
+        return level.strip().lower()
 
     @field_validator("admin_key")
     @classmethod

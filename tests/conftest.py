@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import tensorflow as tf
 from fastapi import FastAPI
 
 from app.api import create_app
@@ -14,11 +15,24 @@ from app.partitions import SlotSpec, plan_partitions
 from app.registry import Registry
 from app.settings import Settings
 from app.state import open_state
+from tests.helpers import DEVICE, HAS_GPU
 from tests.models import Reference, build_store
 
 SLOTS = 4
 SLOT_MB = 16
 BASE_URL = "http://127.0.0.1"  # a loopback Host: servers without keys answer only those
+# TF32 off (tests/__init__.py also turns it off for the servers tests start): outputs are compared in float32
+tf.config.experimental.enable_tensor_float_32_execution(False)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``gpu`` need a real GPU: skipped, saying so, on a host without one."""
+    if HAS_GPU:
+        return
+    skip = pytest.mark.skip(reason="needs a GPU; TensorFlow sees none on this host")
+    for item in items:
+        if item.get_closest_marker("gpu") is not None:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
@@ -28,7 +42,7 @@ def anyio_backend() -> str:
 
 @pytest.fixture(scope="session")
 def specs() -> tuple[SlotSpec, ...]:
-    return plan_partitions(SLOTS, SLOT_MB, "cpu")
+    return plan_partitions(SLOTS, SLOT_MB, DEVICE)
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +57,7 @@ def refs(model_dir: Path, specs: tuple[SlotSpec, ...]) -> dict[str, Reference]:
 
 @pytest.fixture
 def settings(model_dir: Path, refs: dict[str, Reference], tmp_path: Path) -> Settings:
-    return Settings(model_dir=model_dir, slots=SLOTS, slot_memory_mb=SLOT_MB, device="cpu", busy_timeout_s=30,
+    return Settings(model_dir=model_dir, slots=SLOTS, slot_memory_mb=SLOT_MB, device=DEVICE, busy_timeout_s=30,
                     state=str(tmp_path / "state.db"))
 
 

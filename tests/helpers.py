@@ -1,12 +1,30 @@
-"""Small helpers shared by the HTTP tests: request bodies from references, and output comparison."""
+"""Small helpers shared by the tests: request bodies from references, output and memory-figure comparison."""
 
+import os
 from typing import Any
 
 import numpy as np
+import tensorflow as tf
 
+from app.partitions import ALLOCATOR_SLACK
 from tests.models import Reference
 
-TOLERANCE = 1e-5
+# Where the suite's plan lives: logical CPUs unless SLOTSERVE_TEST_DEVICE=gpu (a GPU host's own run).
+DEVICE = os.environ.get("SLOTSERVE_TEST_DEVICE", "cpu")
+HAS_GPU = bool(tf.config.list_physical_devices("GPU"))  # physical: a CPU plan hides GPUs but does not remove them
+# Outputs against Keras's own. TF32 is off in every test process (conftest), so a GPU computes in float32 too, only
+# summing in another order than the CPU that made the references (servers started by tests use the host's GPU).
+TOLERANCE = 1e-4 if HAS_GPU else 1e-5
+
+
+def assert_bytes(got: int, expected: int, kind: str = DEVICE, tensors: int = 16) -> None:
+    """A slot's memory figure: exact on a CPU (the registry's own byte count); on a GPU its BFC allocator rounds each
+    of the model's ``tensors`` up (a 4 MiB variable reads 4,194,560 bytes), never down."""
+    if kind == "cpu":
+        assert got == expected, f"{got} bytes, expected exactly {expected}"
+        return
+    assert expected <= got <= expected + tensors * ALLOCATOR_SLACK, (
+        f"{got} bytes, expected {expected} plus at most {tensors} x {ALLOCATOR_SLACK} of allocator rounding")
 
 
 def rows_body(ref: Reference, rows: slice = slice(None)) -> dict[str, Any]:

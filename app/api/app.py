@@ -12,11 +12,13 @@ from fastapi import FastAPI
 from app import __version__
 from app.api.access import AccessPolicy, startup_notice, startup_refusal
 from app.api.budget import RequestBudget
+from app.api.docs import install_docs
 from app.api.errors import install_error_handlers
 from app.api.http_methods import HttpSemantics, MethodTable
+from app.api.metrics import Metrics
 from app.api.openapi import with_bearer_scheme
 from app.api.responses import FastJSONResponse
-from app.api.routes import health, native, tfserving, v2
+from app.api.routes import health, metrics, native, tfserving, v2
 from app.errors import StateError
 from app.registry import Registry
 from app.settings import Settings
@@ -70,6 +72,7 @@ def create_app(settings: Settings, registry: Registry | None = None, state: Stat
                 forgotten = await asyncio.to_thread(remembered.clear_assignments)
                 log.warning("--forget: %d remembered assignment(s) forgotten; starting empty", forgotten)
             app.state.registry = owned
+            owned.events.listener = app.state.metrics  # loads (restores too) and batches, from now on
             # the server answers at once (/healthz); it is ready (/readyz) once every remembered client is back
             app.state.restoring = asyncio.get_running_loop().create_task(owned.restore())
             try:
@@ -87,18 +90,20 @@ def create_app(settings: Settings, registry: Registry | None = None, state: Stat
                 await asyncio.to_thread(store.close)
 
     app = FastAPI(title="slotserve", version=__version__, description=DESCRIPTION, lifespan=lifespan,
-                  default_response_class=FastJSONResponse)
+                  default_response_class=FastJSONResponse, docs_url=None, redoc_url=None)
     app.state.registry = None
     app.state.restoring = None
     app.state.access = None
     app.state.settings = settings
     app.state.stats = ServerStats()
+    app.state.metrics = Metrics()  # this app's own (tests build many apps in one process)
     app.state.budget = RequestBudget(settings.request_memory_bytes,
                                      int(settings.request_memory_bytes * settings.client_memory_share),
                                      settings.max_client_requests, settings.budget_wait_s)
     install_error_handlers(app)
-    app.add_middleware(HttpSemantics)
-    routers = [health.router, native.router, v2.health_router, v2.router, tfserving.router]
+    install_docs(app)  # /docs and /redoc with their assets served from the package, not a CDN
+    app.add_middleware(HttpSemantics, metrics=app.state.metrics, access_log=settings.access_log)
+    routers = [health.router, native.router, v2.health_router, v2.router, tfserving.router, metrics.router]
     for router in routers:
         app.include_router(router)
     app.state.methods = MethodTable([app.router, *routers])

@@ -4,23 +4,26 @@ Light on purpose: only ``serve`` and ``demo-models`` import TensorFlow, so ``slo
 ``slotserve state ...`` answer at once.
 """
 
-import argparse
+import importlib.metadata
 import sys
 from pathlib import Path
 
 from app.cli import keys, serve, state
 from app.cli.common import fail
+from app.cli.flags import OneLineParser
 
 __all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="slotserve", description="Keras model server with per-client memory slots.")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = OneLineParser(prog="slotserve", description="Keras model server with per-client memory slots.")
+    parser.add_argument("--version", action="version", version=f"slotserve {version()}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     serve.add_parser(commands)
     keys.add_parser(commands)
     state.add_parser(commands)
-    demo = commands.add_parser("demo-models", help="write small demo Keras models into a directory")
+    demo = commands.add_parser("demo-models", help="write small demo Keras models into a directory, "
+                               "skipping every name the directory already has (never overwrites)")
     demo.add_argument("directory", type=Path)
     args = parser.parse_args(argv)
     if args.command == "demo-models":
@@ -32,12 +35,26 @@ def _demo_models(directory: Path) -> int:
     from app.demo import write_demo_models
 
     try:
-        paths = write_demo_models(directory)
+        outcomes = write_demo_models(directory)
     except OSError as exc:
         return fail(f"cannot write demo models to {directory}: {exc.strerror or exc}")
-    for path in paths:
-        print(f"wrote {path} ({path.stat().st_size} bytes)")
+    for demo in outcomes:
+        if demo.existing is None:
+            print(f"wrote {demo.path} ({demo.path.stat().st_size} bytes)")
+        else:
+            print(f"kept {demo.existing}: the store already has a '{demo.name}', so the demo one is not written "
+                  "(existing models are never overwritten)")
     return 0
+
+
+def version() -> str:
+    """The installed distribution's version (what pip and the wheel say), else the source tree's."""
+    try:
+        return importlib.metadata.version("slotserve")
+    except importlib.metadata.PackageNotFoundError:
+        from app import __version__
+
+        return __version__
 
 
 if __name__ == "__main__":

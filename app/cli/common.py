@@ -24,7 +24,7 @@ def settings_from(args: argparse.Namespace, names: tuple[str, ...]) -> Settings 
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        problems = [f"{'.'.join(map(str, p['loc'])) or 'settings'}: {p['msg']}"
+        problems = [f"{'.'.join(map(str, p['loc'])) or 'settings'}: {p['msg'].removeprefix('Value error, ')}"
                     for p in exc.errors(include_input=False, include_url=False)]
         return "invalid setting: " + "; ".join(problems)
 

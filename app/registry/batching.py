@@ -43,9 +43,11 @@ class BatchQueue:
     with no delay. The worker task is created lazily, inside the running event loop.
     """
 
-    def __init__(self, run: Callable[[Arrays], Awaitable[Arrays]], policy: BatchPolicy) -> None:
+    def __init__(self, run: Callable[[Arrays], Awaitable[Arrays]], policy: BatchPolicy,
+                 on_batch: Callable[[int], None] | None = None) -> None:
         self.policy = policy
         self._run = run
+        self._on_batch = on_batch  # told each call's row count (the metrics' batch size)
         self._pending: deque[_Request] = deque()
         self._pending_rows = 0
         self._wakeup: asyncio.Event | None = None
@@ -133,6 +135,8 @@ class BatchQueue:
             return
         self.calls += 1
         self.requests += len(live)
+        if self._on_batch is not None:
+            self._on_batch(sum(r.rows for r in live))
         try:
             if len(live) == 1:
                 outputs = await self._run(live[0].arrays)

@@ -5,10 +5,12 @@ pin directory, or hard-linked when it is larger than ``COPY_MAX_BYTES`` (a copy 
 than it protects; a link still survives the store entry being deleted or replaced by a rename, but not being
 rewritten in place). Admission reads the pinned bytes and the slot loads them, so an operator editing the store in
 between changes nothing; a ``replace`` swap that fails reloads the old model from its pin, not from the store. The
-pin goes when its model is freed. The directory is per registry; directories of processes that no longer exist are
-removed when a new one starts.
+pin goes when its model is freed. The directory is per registry and holds a lock (``flock``) for as long as the
+registry lives; a directory whose lock nobody holds was left by a process that died (a ``kill -9``), and is removed
+when a new one starts. A lock, not a pid: in a container every start has the same pid.
 """
 
+import fcntl
 import os
 import shutil
 import tempfile
@@ -20,6 +22,7 @@ from app.registry.store import ModelFile
 
 COPY_MAX_BYTES = 256 << 20
 _PREFIX = "slotserve-pins-"
+_LOCK = ".lock"
 
 
 class Pins:
@@ -30,6 +33,8 @@ class Pins:
         _remove_stale(base)
         self.root = base / f"{_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"  # one per registry
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._lock = os.open(self.root / _LOCK, os.O_CREAT | os.O_RDWR, 0o600)
+        fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held until close (or the process's end)
 
     def pin(self, model: ModelFile) -> ModelFile:
         """A snapshot of ``model`` (same name, version and format; ``path`` inside the pin directory)."""
@@ -53,6 +58,9 @@ class Pins:
 
     def close(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+        if self._lock >= 0:
+            os.close(self._lock)
+            self._lock = -1
 
 
 def _link_or_copy(source: str | Path, target: str | Path) -> None:
@@ -66,18 +74,16 @@ def _link_or_copy(source: str | Path, target: str | Path) -> None:
 
 
 def _remove_stale(base: Path) -> None:
-    """Remove pin directories whose process is gone (a ``kill -9`` leaves its pins behind)."""
+    """Remove pin directories no live registry holds (a ``kill -9`` leaves its pins behind)."""
     for directory in base.glob(f"{_PREFIX}*"):
-        pid = directory.name.removeprefix(_PREFIX).split("-")[0]
-        if pid.isascii() and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-            shutil.rmtree(directory, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
+        try:
+            fd = os.open(directory / _LOCK, os.O_RDWR)
+        except OSError:
+            continue  # not ours to judge (no lock file, or someone else's)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a live registry holds it
+        finally:
+            os.close(fd)  # (closing also drops a lock just taken)
+        shutil.rmtree(directory, ignore_errors=True)

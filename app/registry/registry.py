@@ -20,6 +20,7 @@ from app.registry import swaps
 from app.registry.admission import admit
 from app.registry.batching import Arrays, BatchPolicy
 from app.registry.decoding import DecodePool, default_workers
+from app.registry.events import RegistryEvents
 from app.registry.operations import Operations
 from app.registry.pins import Pins
 from app.registry.placement import Placement
@@ -40,7 +41,8 @@ class Registry:
     def __init__(self, settings: Settings, specs: Sequence[SlotSpec], state: StateStore | None = None) -> None:
         self.settings = settings
         self.store = ModelStore(settings.model_dir)
-        self.slots = [Slot(spec) for spec in specs]
+        self.events = RegistryEvents()  # loads and batches, told to a listener (the app's metrics)
+        self.slots = [Slot(spec, self.events) for spec in specs]
         self.default_policy = BatchPolicy(settings.max_batch_size, settings.max_delay_us)
         self.decoding = DecodePool(default_workers())
         self.pins = Pins()
@@ -51,7 +53,7 @@ class Registry:
     @classmethod
     def from_settings(cls, settings: Settings, state: StateStore | None = None) -> "Registry":
         """Plan the partitions (once per process) and build a registry over them."""
-        specs = plan_partitions(settings.slots, settings.slot_memory_mb, settings.device)
+        specs = plan_partitions(settings.slots, settings.slot_memory_mb, settings.device, settings.gpu_headroom_mb)
         registry = cls(settings, specs, state)
         # Every unload runs gc.collect(). With TensorFlow and Keras imported, a full collection walks ~1M start-up
         # objects (~85 ms); freezing the live ones first makes it walk only what models created since (<1 ms).
@@ -245,7 +247,7 @@ class Registry:
             self.pins.unpin(outcome.previous)
         memory = await asyncio.to_thread(slot.memory)
         log_change("swap" if previous else "restore" if restoring else "load", client, wanted.model, slot, started,
-             memory, outcome.freed_bytes, outcome.residue_bytes, outcome.strategy)
+             memory, outcome.freed_bytes, outcome.residue_bytes, outcome.strategy, self.events)
         return LoadResult(client_record(slot, client, memory), (time.perf_counter() - started) * 1000, previous,
                           outcome.freed_bytes, outcome.residue_bytes, outcome.strategy)
 

@@ -5,6 +5,7 @@ directories are served through their own signatures. Everything here runs on the
 ``tf.device(slot device)``.
 """
 
+import re
 from typing import Any
 
 import numpy as np
@@ -63,6 +64,10 @@ class Servable:
         except tf.errors.ResourceExhaustedError as exc:
             err: SlotServeError = SlotOutOfMemory(
                 f"The prediction ran out of this slot's memory: {_first_line(exc.message)}.")
+        except tf.errors.InternalError as exc:
+            if not out_of_memory(exc):
+                raise
+            err = SlotOutOfMemory(f"The prediction ran out of this slot's memory: {_first_line(exc.message)}.")
         except tf.errors.InvalidArgumentError as exc:
             err = InvalidInput(f"The model rejected the input: {_first_line(exc.message)}.")
         raise err
@@ -101,6 +106,9 @@ def load_servable(model_file: ModelFile, device: str, max_file_bytes: int, budge
         err = ModelTooLarge(f"Model '{model_file.name}' does not fit this slot's memory.", model=model_file.name)
     except SlotOutOfMemory:
         err = ModelTooLarge(f"Model '{model_file.name}' does not fit this slot's memory.", model=model_file.name)
+    except tf.errors.InternalError as exc:
+        err = (ModelTooLarge(f"Model '{model_file.name}' does not fit this slot's memory.", model=model_file.name)
+               if out_of_memory(exc) else ModelInvalid(_refusal(model_file.name, exc), model=model_file.name))
     except SlotServeError as exc:
         err = ModelInvalid(f"Model '{model_file.name}' failed its first prediction: {exc.message}", model=model_file.name)
     except Exception as exc:  # noqa: BLE001 - any failure inside Keras or TensorFlow means it is not loadable
@@ -148,6 +156,20 @@ def _keras_signature(model: Any, device: str) -> Signature:
     structured = named(concrete.structured_outputs, output_names)
     outputs = [tensor_info(name, t.dtype, t.shape, output=True) for name, t in structured.items()]
     return Signature(DEFAULT_SIGNATURE, inputs, outputs, concrete)
+
+
+# How cuDNN, cuBLAS and the CUDA runtime report an allocation that failed inside a slot's memory limit. TensorFlow
+# raises these as InternalError, not ResourceExhaustedError; every other InternalError stays a 500.
+_ALLOCATION_FAILED = re.compile(r"_ALLOC_FAILED|failed to allocate|out[ _]of[ _]memory", re.IGNORECASE)
+_OOM = re.compile(r"\bOOM\b")
+
+
+def out_of_memory(exc: tf.errors.OpError) -> bool:
+    """Whether a TensorFlow error reports an allocation failure (a slot out of memory), whatever its class."""
+    if isinstance(exc, tf.errors.ResourceExhaustedError):
+        return True
+    text = exc.message or ""
+    return bool(_ALLOCATION_FAILED.search(text) or _OOM.search(text))
 
 
 def _refusal(name: str, exc: BaseException) -> str:

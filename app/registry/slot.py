@@ -13,6 +13,7 @@ from app.errors import InvalidInput, ModelTooLarge
 from app.partitions import SlotMeter, SlotSpec, TensorLedger, TrackedGroup, collect_garbage
 from app.registry.batching import BatchPolicy, BatchQueue
 from app.registry.decoding import lower_priority
+from app.registry.events import RegistryEvents
 from app.registry.footprint import Footprint
 from app.registry.lifecycle import Phase, SlotLifecycle
 from app.registry.servable import Servable, load_servable
@@ -99,8 +100,9 @@ class Slot:
     through the properties below; only lifecycle events change them.
     """
 
-    def __init__(self, spec: SlotSpec) -> None:
+    def __init__(self, spec: SlotSpec, events: RegistryEvents | None = None) -> None:
         self.spec = spec
+        self.events = events or RegistryEvents()  # the registry's: its batch queues report each call's rows
         self.ledger = TensorLedger()
         self.meter = SlotMeter(spec, self.ledger)
         self.life = SlotLifecycle()
@@ -144,7 +146,7 @@ class Slot:
         """Load ``model_file`` beside whatever the slot holds; ``ModelTooLarge`` if it takes more than ``budget``."""
         servable, group = await self.work(self._load_checked, model_file, needs, budget)
         return Loaded(servable, group, model_file, needs,
-                      BatchQueue(lambda arrays: self.infer(servable, arrays), policy))
+                      BatchQueue(lambda arrays: self.infer(servable, arrays), policy, self.events.batch_ran))
 
     async def drain(self, loaded: Loaded) -> None:
         """Return once every prediction already queued on ``loaded`` has finished."""
@@ -161,9 +163,9 @@ class Slot:
         after = await self.work(_collect_and_measure, self.meter, group)
         residue = group.live_bytes()
         if self.meter.uses_allocator and not self.life.open:
-            # predictions are held, so the allocator holds exactly the baseline plus the current model, if any
-            current = self.loaded.group.nbytes if self.loaded is not None else 0
-            residue = max(residue, after - self.baseline_bytes - current)
+            # predictions are held, so the allocator holds the baseline plus the current model (rounded), if any
+            held = self.loaded.group if self.loaded is not None else None
+            residue = max(residue, self.meter.unexplained(after, self.baseline_bytes, held))
         if residue:
             log.warning("residue slot=%d bytes=%d after freeing a model", self.index, residue)
         self.residue_bytes += residue

@@ -1,6 +1,7 @@
 """Pinned model files: a rollback loads exactly the bytes that were serving, whatever happened to the store since;
 pins go with their models."""
 
+import os
 import shutil
 from pathlib import Path
 
@@ -55,3 +56,18 @@ async def test_pins_go_with_their_models(private_settings: Settings) -> None:
         assert (await server.http.delete("/v1/clients/c/model")).status_code == 200
         assert [p.name for p in pins.glob("*/*")] == ["four_mb.keras"]
     assert not pins.exists()  # the directory goes with the registry
+
+
+def test_pins_left_by_a_dead_process_are_removed_and_live_ones_kept(tmp_path: Path) -> None:
+    """Judged by the directory's lock, not by a pid (a container's server has the same pid at every start)."""
+    from app.registry.pins import Pins
+
+    live = Pins(tmp_path)
+    dead = tmp_path / f"slotserve-pins-{os.getpid()}-deadbeef"  # same pid as this live process: a restarted container
+    (dead / "x").mkdir(parents=True)
+    (dead / ".lock").touch()
+    (dead / "x" / "m.keras").write_bytes(b"left behind")
+    Pins(tmp_path).close()
+    assert not dead.exists() and live.root.exists()
+    live.close()
+    assert not live.root.exists()

@@ -15,7 +15,7 @@ from pydantic import SecretStr
 from app.settings import Settings
 from app.state import SQLiteState, create_key
 from tests.conftest import Server, open_server
-from tests.helpers import TOLERANCE, assert_rows_match, rows_body
+from tests.helpers import TOLERANCE, assert_bytes, assert_rows_match, rows_body
 from tests.models import Reference
 
 pytestmark = pytest.mark.anyio
@@ -192,7 +192,8 @@ async def test_a_tenant_sees_other_slots_only_as_occupied(server: Server, keys: 
     # how full it is, rounded up to a 64th of the slot (1 MiB here), so the figure does not name the model either
     assert occupied["memory"]["in_use_bytes"] == occupied["memory"]["peak_bytes"] == 1 << 20
     full = (await server.http.get("/v1/slots", headers=bearer(keys["ops"]))).json()["slots"][occupied["slot"]]
-    assert full["client"] == "alice" and full["memory"]["in_use_bytes"] == refs["pair"].weight_bytes
+    assert full["client"] == "alice"
+    assert_bytes(full["memory"]["in_use_bytes"], refs["pair"].weight_bytes)
     index = await server.http.post("/v2/repository/index", headers=bearer(keys["bob"]))
     assert "alice" not in index.text
     assert {e["name"]: e["state"] for e in index.json()}["pair"] == "UNAVAILABLE"

@@ -8,6 +8,7 @@ import pytest
 from app.partitions import SlotSpec
 from app.settings import Settings
 from tests.conftest import SLOT_MB, SLOTS, Server, open_server
+from tests.helpers import DEVICE
 from tests.hostile.hostile_store import build_hostile
 
 
@@ -19,7 +20,7 @@ def hostile_store(tmp_path_factory: pytest.TempPathFactory, specs: tuple[SlotSpe
 
 @pytest.fixture
 def hostile_settings(hostile_store: tuple[Path, dict], tmp_path: Path) -> Settings:
-    return Settings(model_dir=hostile_store[0], slots=SLOTS, slot_memory_mb=SLOT_MB, device="cpu",
+    return Settings(model_dir=hostile_store[0], slots=SLOTS, slot_memory_mb=SLOT_MB, device=DEVICE,
                     state=str(tmp_path / "state.db"))
 
 

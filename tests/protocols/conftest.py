@@ -8,6 +8,7 @@ import pytest
 from app.partitions import SlotSpec
 from app.settings import Settings
 from tests.conftest import SLOT_MB, SLOTS, Server, open_server
+from tests.helpers import DEVICE
 from tests.models import Reference
 from tests.protocols.format_store import build_formats
 
@@ -27,7 +28,7 @@ def format_refs(format_store: tuple[Path, dict[str, Reference]]) -> dict[str, Re
 
 @pytest.fixture
 def format_settings(format_store: tuple[Path, dict[str, Reference]], tmp_path: Path) -> Settings:
-    return Settings(model_dir=format_store[0], slots=SLOTS, slot_memory_mb=SLOT_MB, device="cpu", busy_timeout_s=30,
+    return Settings(model_dir=format_store[0], slots=SLOTS, slot_memory_mb=SLOT_MB, device=DEVICE, busy_timeout_s=30,
                     state=str(tmp_path / "state.db"))
 
 
