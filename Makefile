@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MODELS ?= models
 
-.PHONY: serve test bench install clean docker-test
+.PHONY: serve test bench install clean docker-test chromium
 
 install: $(STAMP)
 
@@ -20,8 +20,20 @@ serve: $(STAMP)
 	$(BIN)/slotserve demo-models $(MODELS)
 	$(BIN)/slotserve serve --model-dir $(MODELS)
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/pytest
+
+# the browser tests (tests/ui) drive Debian's chromium through Playwright (never `playwright install`): installed here
+# when missing, with apt as root; otherwise say what to run
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" != 0 ]; then \
+	    echo "make test: the browser tests need Debian's chromium; run 'sudo apt-get install -y chromium' (or make test as root)" >&2; \
+	    exit 1; \
+	  fi; \
+	  echo "installing chromium (apt) for the browser tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	}
 
 # build the CPU image and run it for real (installs docker.io/debootstrap, starts dockerd when needed)
 docker-test: $(STAMP)

@@ -18,7 +18,7 @@ from app.api.http_methods import HttpSemantics, MethodTable
 from app.api.metrics import Metrics
 from app.api.openapi import with_bearer_scheme
 from app.api.responses import FastJSONResponse
-from app.api.routes import health, metrics, native, tfserving, v2
+from app.api.routes import health, metrics, native, tfserving, ui, v2
 from app.errors import StateError
 from app.registry import Registry
 from app.settings import Settings
@@ -103,7 +103,8 @@ def create_app(settings: Settings, registry: Registry | None = None, state: Stat
     install_error_handlers(app)
     install_docs(app)  # /docs and /redoc with their assets served from the package, not a CDN
     app.add_middleware(HttpSemantics, metrics=app.state.metrics, access_log=settings.access_log)
-    routers = [health.router, native.router, v2.health_router, v2.router, tfserving.router, metrics.router]
+    routers = [health.router, native.router, v2.health_router, v2.router, tfserving.router, metrics.router,
+               ui.router]  # ui: the /ui page, static files over the same API
     for router in routers:
         app.include_router(router)
     app.state.methods = MethodTable([app.router, *routers])

@@ -104,10 +104,20 @@ class SlotInfo(BaseModel):
     model: str | None
     memory: Memory
     residue_bytes: int = Field(description="Cumulative bytes left behind by this slot's unloads and swaps.")
+    predictions_total: int | None = Field(
+        description="Requests this slot's models have answered since the server started, whoever held it: it never "
+        "decreases, so a rate is the difference of two readings over the time between them. Null on a slot a "
+        "tenant key does not hold (another client's activity is not shown).")
 
 
 class SlotList(BaseModel):
     slots: list[SlotInfo]
+
+
+class Identity(BaseModel):
+    client: str | None = Field(description="The key's client (an admin key has one too: the client the protocol "
+                               "routes act as by default); null in open mode.")
+    admin: bool = Field(description="Whether this caller may act for every client (an admin key, or open mode).")
 
 
 PREDICT_BODY = {

@@ -1,14 +1,14 @@
-"""The ``slotserve`` command: ``serve``, ``keys``, ``state`` and ``demo-models``.
+"""The ``slotserve`` command: ``serve``, ``keys``, ``state``, ``status`` and ``demo-models``.
 
-Light on purpose: only ``serve`` and ``demo-models`` import TensorFlow, so ``slotserve keys ...`` and
-``slotserve state ...`` answer at once.
+Light on purpose: only ``serve`` and ``demo-models`` import TensorFlow, so ``slotserve keys ...``,
+``slotserve state ...`` and ``slotserve status`` answer at once.
 """
 
 import importlib.metadata
 import sys
 from pathlib import Path
 
-from app.cli import keys, serve, state
+from app.cli import keys, serve, state, status
 from app.cli.common import fail
 from app.cli.flags import OneLineParser
 
@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_parser(commands)
     keys.add_parser(commands)
     state.add_parser(commands)
+    status.add_parser(commands)
     demo = commands.add_parser("demo-models", help="write small demo Keras models into a directory, "
                                "skipping every name the directory already has (never overwrites)")
     demo.add_argument("directory", type=Path)

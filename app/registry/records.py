@@ -35,6 +35,7 @@ class SlotRecord:
     model: str | None
     memory: Memory
     residue_bytes: int
+    predictions_total: int  # requests this slot's models answered since the server started (never decreases)
 
 
 @dataclass(frozen=True)

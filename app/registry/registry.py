@@ -81,7 +81,7 @@ class Registry:
     async def slot_records(self) -> list[SlotRecord]:
         memories = await asyncio.to_thread(lambda: [slot.memory() for slot in self.slots])
         return [SlotRecord(s.index, s.spec.device, s.spec.kind, s.state.value, s.client,
-                           s.model.name if s.model else s.life.incoming, m, s.residue_bytes)
+                           s.model.name if s.model else s.life.incoming, m, s.residue_bytes, s.predictions_total)
                 for s, m in zip(self.slots, memories, strict=True)]
 
     def loaded_model(self, client: str) -> tuple[str, str] | None:
@@ -173,11 +173,8 @@ class Registry:
                 arrays = await self.decoding.run(decode, view)
                 if slot.loaded is not loaded or not slot.life.open:
                     continue  # swapped or unloading meanwhile: its drain may not have covered this request
-            if signature is not None and signature != view.default_signature:
-                # another signature: the batch queue stacks calls of the default one only, so this runs on its
-                # own, still on the slot's inference thread (behind the queue's batches, so drains cover it too)
-                return view, await slot.infer(loaded.servable, arrays, signature)
-            return view, await loaded.queue.predict(arrays, len(next(iter(arrays.values()))))
+            other = signature if signature is not None and signature != view.default_signature else None
+            return view, await slot.predict(loaded, arrays, other)  # counted in the slot's predictions_total
         raise SlotBusy(f"Client '{client}' is swapping models; try again shortly.", client=client)
 
     async def view(self, client: str, model: str | None = None) -> ModelView:

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from app.errors import InvalidInput, ModelTooLarge
 from app.partitions import SlotMeter, SlotSpec, TensorLedger, TrackedGroup, collect_garbage
-from app.registry.batching import BatchPolicy, BatchQueue
+from app.registry.batching import Arrays, BatchPolicy, BatchQueue
 from app.registry.decoding import lower_priority
 from app.registry.events import RegistryEvents
 from app.registry.footprint import Footprint
@@ -107,6 +107,7 @@ class Slot:
         self.meter = SlotMeter(spec, self.ledger)
         self.life = SlotLifecycle()
         self.residue_bytes = 0  # cumulative, every unload and swap
+        self.predictions_total = 0  # requests answered by this slot's models, ever (monotonic: rates from deltas)
         self.baseline_bytes = self.meter.in_use()  # the empty slot's figure; unloads must return to it
         self.lock = asyncio.Lock()
         self._infer = ThreadPoolExecutor(1, thread_name_prefix=f"slot{spec.index}-infer")
@@ -147,6 +148,20 @@ class Slot:
         servable, group = await self.work(self._load_checked, model_file, needs, budget)
         return Loaded(servable, group, model_file, needs,
                       BatchQueue(lambda arrays: self.infer(servable, arrays), policy, self.events.batch_ran))
+
+    async def predict(self, loaded: Loaded, arrays: Arrays, signature: str | None = None) -> Arrays:
+        """Run ``loaded`` (a model of this slot) on one request's ``arrays`` and count it once it has answered.
+
+        The default signature (``None``) goes through the model's batch queue. Another signature runs on its own,
+        since the queue stacks calls of the default one only, still on the inference thread behind the queue's
+        batches, so drains cover it too.
+        """
+        if signature is None:
+            outputs = await loaded.queue.predict(arrays, len(next(iter(arrays.values()))))
+        else:
+            outputs = await self.infer(loaded.servable, arrays, signature)
+        self.predictions_total += 1  # on the event loop: no lock needed
+        return outputs
 
     async def drain(self, loaded: Loaded) -> None:
         """Return once every prediction already queued on ``loaded`` has finished."""

@@ -15,6 +15,7 @@ from app.api.schemas import (
     PREDICT_BODY,
     PREDICT_RESPONSE,
     ClientRecord,
+    Identity,
     LoadRequest,
     LoadResponse,
     ModelList,
@@ -93,14 +94,25 @@ async def list_slots(caller: CallerDep, registry: RegistryDep) -> dict:
     return {"slots": [_visible(asdict(s), caller) for s in await registry.slot_records()]}
 
 
+@router.get("/whoami", response_model=Identity, tags=["clients"], summary="Who the API key is",
+            description="The key's client and whether it may act for every client, so a tool (the /ui page) knows "
+            "which client to act for. Open mode answers `{\"client\": null, \"admin\": true}`.",
+            responses=error_responses(*_AUTH_ERRORS))
+async def whoami(caller: CallerDep) -> dict:
+    return {"client": caller.client, "admin": caller.admin}
+
+
 def _visible(slot: dict[str, Any], caller: Caller) -> dict[str, Any]:
     """A slot as ``caller`` may see it: in full if it may act for the slot's client; else without its holder, and
     with figures rounded up to a 64th of the slot (1 MiB at least), so they tell how full it is but do not
-    fingerprint the model in it."""
-    if slot["client"] is None or caller.may_act_for(slot["client"]):
+    fingerprint the model in it. A tenant sees no slot's activity count but its own (a free slot's counts past
+    clients' requests)."""
+    if caller.admin or (slot["client"] is not None and caller.may_act_for(slot["client"])):
         return slot
+    if slot["client"] is None:
+        return {**slot, "predictions_total": None}
     memory = slot["memory"]
     step = max(1 << 20, memory["limit_bytes"] // 64)
     coarse = {k: -(-v // step) * step for k, v in memory.items() if k != "limit_bytes"}
     return {**slot, "state": "occupied", "client": None, "model": None, "memory": {**memory, **coarse},
-            "residue_bytes": -(-slot["residue_bytes"] // step) * step}
+            "residue_bytes": -(-slot["residue_bytes"] // step) * step, "predictions_total": None}
