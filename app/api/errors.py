@@ -12,6 +12,7 @@ from app import errors
 from app.api.flat_errors import flat_error
 from app.api.responses import FastJSONResponse, describe_validation
 from app.api.schemas import ErrorBody
+from app.logs import REQUEST_ID
 
 log = logging.getLogger("slotserve.api")
 _FLAT_PATHS = re.compile(r"^/(v2(/|$)|v1/models/)")  # V2, and TF Serving's /v1/models/{name}...
@@ -63,7 +64,12 @@ def render_for(path: str, err: errors.SlotServeError) -> FastJSONResponse:
 
 async def _unexpected_error(request: Request, exc: Exception) -> FastJSONResponse:
     log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
-    return render(errors.SlotServeError("The server failed unexpectedly; the error has been logged."))
+    response = render(errors.SlotServeError("The server failed unexpectedly; the error has been logged."))
+    # answered by Starlette's outermost layer, outside the middleware that echoes the id: echo it here, so the id
+    # a user reports finds the logged traceback
+    if (request_id := REQUEST_ID.get()) is not None:
+        response.headers["X-Request-Id"] = request_id
+    return response
 
 
 def error_responses(*kinds: type[errors.SlotServeError]) -> dict[int | str, dict[str, Any]]:

@@ -105,9 +105,9 @@ class SlotInfo(BaseModel):
     memory: Memory
     residue_bytes: int = Field(description="Cumulative bytes left behind by this slot's unloads and swaps.")
     predictions_total: int | None = Field(
-        description="Requests this slot's models have answered since the server started, whoever held it: it never "
-        "decreases, so a rate is the difference of two readings over the time between them. Null on a slot a "
-        "tenant key does not hold (another client's activity is not shown).")
+        description="Requests this slot's models have answered since its client claimed it (a swap or an unload "
+        "keeps the count; the next client starts from 0): a rate is the difference of two readings over the time "
+        "between them. Null on a slot a tenant key does not hold (another client's activity is not shown).")
 
 
 class SlotList(BaseModel):

@@ -171,7 +171,10 @@ def _is_slot_list(document: Any) -> bool:
 
 def _server_url(text: str) -> str | None:
     """``http(s)://host[:port][/prefix]`` without a trailing slash, or None when it is not one."""
-    parts = urllib.parse.urlsplit(text.strip())
+    try:
+        parts = urllib.parse.urlsplit(text.strip())
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return None
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
         return None
     if parts.username or parts.password:

@@ -31,10 +31,12 @@ class Pins:
     def __init__(self, root: Path | None = None) -> None:
         base = Path(root) if root is not None else Path(tempfile.gettempdir())
         _remove_stale(base)
-        self.root = base / f"{_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"  # one per registry
-        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._lock = os.open(self.root / _LOCK, os.O_CREAT | os.O_RDWR, 0o600)
+        name = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"  # one per registry
+        staging = base / f".staging-{name}"  # locked before it gets the name another start would judge
+        staging.mkdir(mode=0o700, parents=True)
+        self._lock = os.open(staging / _LOCK, os.O_CREAT | os.O_RDWR, 0o600)
         fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held until close (or the process's end)
+        self.root = staging.rename(base / f"{_PREFIX}{name}")
 
     def pin(self, model: ModelFile) -> ModelFile:
         """A snapshot of ``model`` (same name, version and format; ``path`` inside the pin directory)."""

@@ -35,6 +35,7 @@ class Placement:
             for slot in self.slots:
                 if slot.client is None:
                     slot.life.claim(client, incoming)  # its first predictions wait for this load
+                    slot.predictions_total = 0  # counts this client's requests only (no earlier holder's)
                     self._clients[client] = slot
                     return slot
         raise NoFreeSlot(f"All {len(self.slots)} slots are held by other clients; unload one first.")

@@ -107,7 +107,7 @@ class Slot:
         self.meter = SlotMeter(spec, self.ledger)
         self.life = SlotLifecycle()
         self.residue_bytes = 0  # cumulative, every unload and swap
-        self.predictions_total = 0  # requests answered by this slot's models, ever (monotonic: rates from deltas)
+        self.predictions_total = 0  # requests its models answered since its client claimed it (rates from deltas)
         self.baseline_bytes = self.meter.in_use()  # the empty slot's figure; unloads must return to it
         self.lock = asyncio.Lock()
         self._infer = ThreadPoolExecutor(1, thread_name_prefix=f"slot{spec.index}-infer")

@@ -104,3 +104,20 @@ async def test_the_access_line_can_be_turned_off(settings: Settings, refs: dict[
         response = await server.http.get("/healthz", headers={"X-Request-Id": "quiet"})
         assert response.headers["x-request-id"] == "quiet"  # ids stay: they are the answer's too
     assert not access_lines(logs.records)
+
+
+async def test_an_unexpected_500_still_echoes_the_id(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Starlette's outermost layer answers a 500, outside the middleware that echoes ids: the handler does it."""
+    import httpx
+
+    from tests.conftest import BASE_URL
+
+    async def broken() -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(server.registry, "slot_records", broken)
+    transport = httpx.ASGITransport(app=server.app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as http:
+        reply = await http.get("/v1/slots", headers={"X-Request-Id": "bug-report-7"})
+    assert reply.status_code == 500 and reply.json()["error"]["code"] == "internal"
+    assert reply.headers["x-request-id"] == "bug-report-7"

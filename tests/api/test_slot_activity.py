@@ -39,12 +39,15 @@ async def test_each_slot_counts_the_requests_its_models_answered(server: Server,
     v2 = {"inputs": [{"name": name, "datatype": "FP32", "shape": [1, 32], "data": [0.5] * 32}]}
     assert (await server.http.post("/v2/models/tiny/infer", json=v2, headers={"X-Client-Id": "a"})).status_code == 200
     assert (await totals(server))[a] == 4
-    # a swap and an unload keep the slot's count: it never goes down, so a rate is a difference of two readings
+    # a swap and an unload keep the client's count; the next client to claim the slot starts from 0 (its count is
+    # its own: no earlier holder's activity shows through it)
     assert (await server.http.put("/v1/clients/a/model", json={"model": "wide"})).status_code == 200
     assert (await server.http.post("/v1/clients/a/predict", json=rows_body(refs["wide"]))).status_code == 200
     assert (await totals(server))[a] == 5
     assert (await server.http.delete("/v1/clients/a/model")).status_code == 200
     assert (await totals(server))[a] == 5
+    assert (await server.http.put("/v1/clients/z/model", json={"model": "tiny"})).json()["slot"] == a
+    assert (await totals(server))[a] == 0
 
 
 async def test_whoami_in_open_mode(server: Server) -> None:
@@ -85,6 +88,12 @@ async def test_a_tenant_sees_only_its_own_slots_activity(keyed: tuple[Server, di
     assert all(t is None for i, t in enumerate(seen_by_alice) if i != a)  # free slots keep past clients' counts
     assert (await totals(server, bob))[b] == 2
     assert (await totals(server, bearer(keys["ops"])))[b] == 2 and None not in await totals(server, bearer(keys["ops"]))
+    # a free slot's figures are its last client's: a tenant sees them rounded, as an occupied slot's
+    assert (await server.http.delete("/v1/clients/bob/model", headers=bob)).status_code == 200
+    freed = (await server.http.get("/v1/slots", headers=alice)).json()["slots"][b]
+    exact = (await server.http.get("/v1/slots", headers=bearer(keys["ops"]))).json()["slots"][b]
+    assert freed["state"] == "empty" and freed["client"] is None and exact["memory"]["peak_bytes"] > 0
+    assert freed["memory"]["peak_bytes"] % (1 << 20) == 0 and freed["memory"]["peak_bytes"] >= exact["memory"]["peak_bytes"]
 
 
 async def test_the_page_and_its_assets_need_no_key_and_stay_out_of_the_openapi(settings: Settings) -> None:

@@ -103,16 +103,14 @@ async def whoami(caller: CallerDep) -> dict:
 
 
 def _visible(slot: dict[str, Any], caller: Caller) -> dict[str, Any]:
-    """A slot as ``caller`` may see it: in full if it may act for the slot's client; else without its holder, and
-    with figures rounded up to a 64th of the slot (1 MiB at least), so they tell how full it is but do not
-    fingerprint the model in it. A tenant sees no slot's activity count but its own (a free slot's counts past
-    clients' requests)."""
+    """A slot as ``caller`` may see it: in full if it may act for the slot's client; else without its holder and
+    activity, with figures rounded up to a 64th of the slot (1 MiB at least), so they tell how full it is but do not
+    fingerprint the model in it. A free slot is rounded too: its peak and residue are its last client's."""
     if caller.admin or (slot["client"] is not None and caller.may_act_for(slot["client"])):
         return slot
-    if slot["client"] is None:
-        return {**slot, "predictions_total": None}
     memory = slot["memory"]
     step = max(1 << 20, memory["limit_bytes"] // 64)
     coarse = {k: -(-v // step) * step for k, v in memory.items() if k != "limit_bytes"}
-    return {**slot, "state": "occupied", "client": None, "model": None, "memory": {**memory, **coarse},
-            "residue_bytes": -(-slot["residue_bytes"] // step) * step, "predictions_total": None}
+    return {**slot, "state": "occupied" if slot["client"] is not None else slot["state"], "client": None,
+            "model": None, "memory": {**memory, **coarse}, "residue_bytes": -(-slot["residue_bytes"] // step) * step,
+            "predictions_total": None}

@@ -35,7 +35,10 @@ export async function api(method, path, body) {
   }
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch (err) { data = null; }
-  if (response.ok) return data;
+  if (response.ok) {
+    if (data === null) throw new ApiError(response.status, "not_json", `HTTP ${response.status} without JSON: is this slotserve?`);
+    return data;
+  }
   const error = data && data.error;
   if (error && typeof error === "object") throw new ApiError(response.status, error.code, error.message, error);
   throw new ApiError(response.status, `http_${response.status}`,

@@ -60,8 +60,14 @@ async function tick() {
   }
   state.polling = true;
   clearTimeout(state.timer);
-  const goOn = await poll();
-  state.polling = false;
+  let goOn = true;
+  try {
+    goOn = await poll();
+  } catch (err) {
+    setConn("error", `unexpected answer: ${err.message}`); // a proxy's page, a bug: say so, and keep polling
+  } finally {
+    state.polling = false;
+  }
   if (!goOn) return; // polling resumes once a key is given
   if (state.again) {
     state.again = false;
@@ -178,7 +184,12 @@ function start() {
   $("act").addEventListener("submit", load);
   $("key-form").addEventListener("submit", (event) => {
     event.preventDefault();
-    sessionStorage.setItem(KEY_ITEM, $("key").value.trim());
+    const key = $("key").value.trim();
+    if (!/^[\x21-\x7e]+$/.test(key)) { // a header carries printable ASCII only (a pasted invisible character?)
+      askForKey("That key has characters an API key never has (spaces or non-ASCII); paste it again.");
+      return;
+    }
+    sessionStorage.setItem(KEY_ITEM, key);
     $("key").value = "";
     state.identity = null;
     setConn("connecting", "connecting…");
