@@ -3,6 +3,7 @@
 import ipaddress
 import os
 import re
+import socket
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -67,8 +68,16 @@ class Settings(BaseSettings):
     trust_savedmodel_ops: bool = Field(
         False, description="Load SavedModels whose graphs would run file, Python-callback or remote ops "
         "(ReadFile, WriteFile, PyFunc...). Off: such a model is refused with 422 model_unsafe.")
-    state: str = Field("slotserve.db", description="The state file (SQLite): API keys and every client's "
-                       "assignment, put back at start-up. Created when missing.")
+    state: str = Field("slotserve.db", description="Where API keys and every client's assignment are kept (put "
+                       "back at start-up): a SQLite file, created when missing, or a PostgreSQL URL "
+                       "(postgresql://user@host/db) shared by every replica.")
+    replica_id: str = Field(default_factory=socket.gethostname, min_length=1, max_length=253, pattern=r"^[A-Za-z0-9._-]+$",
+                            description="This server's name in a shared state store (default: the host name): "
+                            "each assignment records the replica that holds it. Give every replica its own.")
+    ownership_check_s: float = Field(
+        5.0, ge=0.1, le=3600, description="How often this replica checks, in the state store, that it still holds "
+        "its clients (another replica may have taken one over); a client it lost is dropped then, or on its next "
+        "request after this long.")
     forget: bool = Field(False, description="Start empty: forget every remembered assignment (keys stay).")
     admin_key: SecretStr | None = Field(
         None, description=f"An admin API key from the environment (at least {MIN_ADMIN_KEY_CHARS} characters), "

@@ -25,7 +25,12 @@ class KeyRecord:
 class Assignment:
     """A client's model, remembered so a restart puts it back: the model (and the SavedModel version the client
     asked for, if any), the batching overrides it asked for (``None``: the server's settings), whether the last
-    restore failed and why, and when it was last recorded (seconds since the epoch)."""
+    restore failed and why, and when it was last recorded (seconds since the epoch).
+
+    ``replica`` and ``epoch`` say who holds it: the replica (its ``--replica-id``) and that replica's ownership
+    epoch. The pair is the holder's token: every change of holder bumps the epoch, so a replica whose token no
+    longer matches the stored one knows it lost the client (``""`` and 0: recorded before replicas existed).
+    """
 
     client: str
     model: str
@@ -34,6 +39,12 @@ class Assignment:
     max_delay_us: int | None = None
     failed: str | None = None
     updated_at: float = 0.0
+    replica: str = ""
+    epoch: int = 0
+
+    def held_by(self, other: "Assignment | None") -> bool:
+        """Whether ``other`` (the stored row) still carries this assignment's holder token."""
+        return other is not None and (other.replica, other.epoch) == (self.replica, self.epoch)
 
 
 class KeyConflict(Exception):
@@ -43,8 +54,11 @@ class KeyConflict(Exception):
 class StateStore(ABC):
     """Durable server state behind one small interface. Every method may be called from any thread."""
 
-    #: where the state lives, for messages (a path; never a password)
+    #: where the state lives, for messages (a path, or a URL without its password)
     location: str
+    #: whether several servers share this state (PostgreSQL). A server restores at start-up only the assignments
+    #: its own replica id holds in a shared store; a SQLite file belongs to one server, which restores them all.
+    shared: bool = False
 
     @abstractmethod
     def add_key(self, record: KeyRecord) -> None:
@@ -63,12 +77,34 @@ class StateStore(ABC):
         """Write each key's last use (key id -> time); older times never overwrite newer ones."""
 
     @abstractmethod
-    def record_assignment(self, assignment: Assignment) -> None:
-        """Remember ``assignment`` (replacing the client's previous one), durably before returning."""
+    def record_assignment(self, assignment: Assignment) -> Assignment:
+        """Remember ``assignment`` (replacing the client's previous one) as held by ``assignment.replica``, durably
+        before returning, whoever held it before; return it as stored.
+
+        Its epoch stays the stored one when the stored row already carries ``assignment``'s holder token
+        (``replica`` and ``epoch``), and is the stored epoch + 1 otherwise (1 for a client new to the store): the
+        client moved to this replica, and its previous holder's token is stale from now on.
+        """
+
+    @abstractmethod
+    def record_if_held(self, assignment: Assignment) -> bool:
+        """Write ``assignment`` only if the stored row still carries its holder token (compare-and-set); return
+        whether it was written. A restore's or a takeover's outcome, and a failure, are written this way: they
+        must never overwrite what another replica recorded meanwhile."""
+
+    @abstractmethod
+    def take_over(self, seen: Assignment, replica: str) -> Assignment | None:
+        """Make the client's assignment ``replica``'s, at ``seen.epoch`` + 1, if the stored row still carries
+        ``seen``'s holder token (compare-and-set); return it as stored, or ``None`` when the row changed or is
+        gone (another replica got there first)."""
+
+    @abstractmethod
+    def assignment(self, client: str) -> Assignment | None:
+        """The client's stored assignment, or ``None``."""
 
     @abstractmethod
     def forget_assignment(self, client: str) -> None:
-        """Forget the client's assignment (after an unload), durably before returning."""
+        """Forget the client's assignment (after an unload), whoever holds it, durably before returning."""
 
     @abstractmethod
     def assignments(self) -> list[Assignment]:

@@ -9,11 +9,13 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from app.errors import StateError
-from app.state.base import Assignment, KeyConflict, KeyRecord, StateStore
+from app.state.base import KeyConflict, KeyRecord, StateStore
+from app.state.sql import SQLAssignments
 
 # Each entry moves the schema one version up; never edit one that has shipped, append a new one.
 MIGRATIONS: tuple[str, ...] = (
@@ -40,12 +42,16 @@ MIGRATIONS: tuple[str, ...] = (
         updated_at     REAL NOT NULL
     );
     """,
+    """
+    ALTER TABLE assignments ADD COLUMN replica TEXT NOT NULL DEFAULT '';
+    ALTER TABLE assignments ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 _BUSY_TIMEOUT_MS = 10_000
 
 
-class SQLiteState(StateStore):
+class SQLiteState(SQLAssignments, StateStore):
     """State in one SQLite file. Commits are durable (``synchronous=FULL``) before a call returns."""
 
     def __init__(self, path: str | Path, create: bool = True) -> None:
@@ -97,28 +103,16 @@ class SQLiteState(StateStore):
                              "AND (last_used_at IS NULL OR last_used_at < ?)",
                              [(at, key_id, at) for key_id, at in used.items()])
 
-    # ---- assignments ---------------------------------------------------------------------------------------------
+    # ---- assignments (the queries are sql.py's) ----------------------------------------------------------------------
 
-    def record_assignment(self, assignment: Assignment) -> None:
-        a = assignment
+    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple]:
+        return self._conn().execute(sql, args).fetchall()
+
+    def _write_rows(self, sql: str, args: Sequence[Any] = ()) -> tuple[int, list[tuple]]:
         with self._write() as conn:
-            conn.execute("INSERT OR REPLACE INTO assignments (client, model, version, max_batch_size, max_delay_us, "
-                         "failed, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                         (a.client, a.model, a.version, a.max_batch_size, a.max_delay_us, a.failed,
-                          a.updated_at or time.time()))
-
-    def forget_assignment(self, client: str) -> None:
-        with self._write() as conn:
-            conn.execute("DELETE FROM assignments WHERE client = ?", (client,))
-
-    def assignments(self) -> list[Assignment]:
-        rows = self._conn().execute("SELECT client, model, version, max_batch_size, max_delay_us, failed, "
-                                    "updated_at FROM assignments ORDER BY updated_at, client").fetchall()
-        return [Assignment(*row) for row in rows]
-
-    def clear_assignments(self) -> int:
-        with self._write() as conn:
-            return conn.execute("DELETE FROM assignments").rowcount
+            cursor = conn.execute(sql, args)
+            rows = cursor.fetchall()
+            return cursor.rowcount, rows
 
     # ---- plumbing --------------------------------------------------------------------------------------------
 
