@@ -68,17 +68,22 @@ def create_app(settings: Settings, registry: Registry | None = None, state: Stat
         try:
             owned = registry or await asyncio.to_thread(Registry.from_settings, settings, store)
             remembered = owned.memory.state
-            if settings.forget and remembered is not None:
-                forgotten = await asyncio.to_thread(remembered.clear_assignments)
+            if settings.forget and remembered is not None:  # in a shared store, only this replica's
+                forgotten = await asyncio.to_thread(remembered.clear_assignments,
+                                                    settings.replica_id if remembered.shared else None)
                 log.warning("--forget: %d remembered assignment(s) forgotten; starting empty", forgotten)
             app.state.registry = owned
             owned.events.listener = app.state.metrics  # loads (restores too) and batches, from now on
             # the server answers at once (/healthz); it is ready (/readyz) once every remembered client is back
             app.state.restoring = asyncio.get_running_loop().create_task(owned.restore())
+            # with a shared store, drop the clients other replicas took over (registry/ownership.py)
+            checking = asyncio.get_running_loop().create_task(owned.keep_ownership()) if owned.memory.shared else None
             try:
                 yield
             finally:
                 app.state.restoring.cancel()
+                if checking is not None:
+                    checking.cancel()
                 app.state.registry = None
                 await owned.close(min(CLOSE_TIMEOUT_S, settings.shutdown_timeout_s))
         finally:

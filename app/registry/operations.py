@@ -20,11 +20,15 @@ class Operations:
 
     async def run(self, operation: Awaitable[T]) -> T:
         """Run ``operation`` as a task, and wait for it; cancelling the caller does not cancel the task."""
+        return await asyncio.shield(self.start(operation))
+
+    def start(self, operation: Awaitable[T]) -> "asyncio.Future[T]":
+        """Run ``operation`` as a task without waiting for it (its failure is its own to record)."""
         task = asyncio.ensure_future(operation)
         self._tasks.add(task)
         task.add_done_callback(_settle)
         task.add_done_callback(self._tasks.discard)
-        return await asyncio.shield(task)
+        return task
 
     def __len__(self) -> int:
         return len(self._tasks)

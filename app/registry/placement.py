@@ -29,15 +29,21 @@ class Placement:
     async def claim(self, client: str, incoming: str) -> Slot:
         """The client's slot, or a free one claimed for its first model ``incoming`` (``NoFreeSlot`` if none)."""
         async with self._lock:
-            slot = self._clients.get(client)
-            if slot is not None:
+            return self._clients.get(client) or self._claim_free(client, incoming)
+
+    async def claim_new(self, client: str, incoming: str) -> Slot | None:
+        """A free slot claimed for ``client``'s first model ``incoming``, or ``None`` when it already holds one
+        (``NoFreeSlot`` if none is free): the caller that gets a slot starts the load."""
+        async with self._lock:
+            return None if client in self._clients else self._claim_free(client, incoming)
+
+    def _claim_free(self, client: str, incoming: str) -> Slot:
+        for slot in self.slots:
+            if slot.client is None:
+                slot.life.claim(client, incoming)  # its first predictions wait for this load
+                slot.predictions_total = 0  # counts this client's requests only (no earlier holder's)
+                self._clients[client] = slot
                 return slot
-            for slot in self.slots:
-                if slot.client is None:
-                    slot.life.claim(client, incoming)  # its first predictions wait for this load
-                    slot.predictions_total = 0  # counts this client's requests only (no earlier holder's)
-                    self._clients[client] = slot
-                    return slot
         raise NoFreeSlot(f"All {len(self.slots)} slots are held by other clients; unload one first.")
 
     async def release(self, slot: Slot) -> None:
@@ -46,6 +52,9 @@ class Placement:
             client = slot.life.release()
             if self._clients.get(client) is slot:
                 del self._clients[client]
+
+    def clients(self) -> list[str]:
+        return list(self._clients)
 
     def clear(self) -> None:
         self._clients.clear()

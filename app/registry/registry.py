@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from app.errors import ClientNotFound, ModelNotLoaded, NoFreeSlot, SlotBusy, SlotServeError
+from app.errors import ClientNotFound, ModelNotLoaded, SlotBusy, SlotServeError
 from app.names import check_client
 from app.partitions import SlotSpec, plan_partitions
 from app.registry import swaps
@@ -22,6 +22,7 @@ from app.registry.batching import Arrays, BatchPolicy
 from app.registry.decoding import DecodePool, default_workers
 from app.registry.events import RegistryEvents
 from app.registry.operations import Operations
+from app.registry.ownership import Ownership
 from app.registry.pins import Pins
 from app.registry.placement import Placement
 from app.registry.records import ClientRecord, LoadResult, SlotRecord, UnloadResult, client_record, log_change
@@ -35,7 +36,7 @@ from app.state import Assignment, StateStore
 log = logging.getLogger("slotserve.registry")
 
 
-class Registry:
+class Registry(Ownership):
     """Owns the slots, the client -> slot map (``placement.py``) and the operations on them."""
 
     def __init__(self, settings: Settings, specs: Sequence[SlotSpec], state: StateStore | None = None) -> None:
@@ -46,9 +47,10 @@ class Registry:
         self.default_policy = BatchPolicy(settings.max_batch_size, settings.max_delay_us)
         self.decoding = DecodePool(default_workers())
         self.pins = Pins()
-        self.memory = Remembering(state)  # assignments, and clients whose restore failed
+        self.memory = Remembering(state, settings.replica_id)  # assignments, and clients whose restore failed
         self.placement = Placement(self.slots)  # clients -> slots
         self.operations = Operations()  # loads, swaps and unloads in progress
+        self._taking: dict[str, asyncio.Future] = {}  # takeovers starting (ownership.py), by client
 
     @classmethod
     def from_settings(cls, settings: Settings, state: StateStore | None = None) -> "Registry":
@@ -72,7 +74,10 @@ class Registry:
         check_client(client)
         slot = self.placement.get(client)
         if slot is None:
-            return self.memory.failed_record(client)
+            try:
+                return self.memory.failed_record(client)
+            except ClientNotFound:
+                slot = await self._take_over(client)  # stored, held elsewhere (or nowhere): it comes here
         memory = await asyncio.to_thread(slot.memory)
         if slot.client != client:  # unloaded (and maybe claimed by another client) while memory was read
             return self.memory.failed_record(client)
@@ -123,24 +128,6 @@ class Registry:
         """
         check_client(client)
         return await self.operations.run(self._unload(client, model))
-
-    async def restore(self) -> None:
-        """Put back every remembered assignment (at start-up): claim a slot for each, in the order they were
-        recorded, then load them all at once (each slot loads on its own thread). A client whose model is gone or
-        no longer fits is remembered as failed, with the reason; the others serve."""
-        remembered = await self.memory.load()
-        claimed = []
-        for assignment in remembered:
-            try:
-                await self.placement.claim(assignment.client, assignment.model)
-            except NoFreeSlot as exc:
-                await self.memory.fail(assignment, exc.message)
-                continue
-            claimed.append(asyncio.ensure_future(self.operations.run(self._load(assignment, restoring=True))))
-        for outcome in await asyncio.gather(*claimed, return_exceptions=True):
-            if isinstance(outcome, BaseException) and not isinstance(outcome, SlotServeError):
-                log.error("restore failed unexpectedly", exc_info=outcome)
-        log.info("restored %d of %d remembered clients", sum(1 for s in self.slots if s.loaded), len(remembered))
 
     async def predict(self, client: str, body: Any) -> dict[str, Any]:
         """The native route: ``{"instances"|"inputs": ...}`` in, ``{"predictions"|"outputs": ...}`` out."""
@@ -218,7 +205,7 @@ class Registry:
                                  self.default_policy.max_delay_us if wanted.max_delay_us is None
                                  else wanted.max_delay_us)
             while True:
-                slot = await self.placement.claim(client, wanted.model)
+                slot = await self._claim(client, wanted.model)
                 async with slot.lock:
                     if slot.client != client:  # unloaded while we waited for the lock: claim again
                         continue
@@ -231,7 +218,8 @@ class Registry:
                     finally:
                         if slot.client == client and slot.loaded is None:  # nothing serves: give the slot back
                             await self.placement.release(slot)
-                    await self.memory.remember(wanted)  # durable before the caller hears of it
+                    if not await self.memory.remember(wanted, held=restoring):  # durable before the caller hears
+                        log.info("client %s moved to another replica while it was put back here", client)
                     break
         except BaseException as exc:
             self.pins.unpin(pinned)
@@ -248,14 +236,19 @@ class Registry:
         return LoadResult(client_record(slot, client, memory), (time.perf_counter() - started) * 1000, previous,
                           outcome.freed_bytes, outcome.residue_bytes, outcome.strategy)
 
-    async def _unload(self, client: str, model: str | None) -> UnloadResult:
+    async def _unload(self, client: str, model: str | None, lost: Assignment | None = None) -> UnloadResult:
+        """Unload the client's model; with ``lost`` (its token here, now stale), drop it without touching the
+        store: another replica holds the client now."""
         started = time.perf_counter()
         slot = self.placement.get(client)
         if slot is None:
-            return await self.memory.forget_failed(client)  # a failed restore: forget it, or 404
+            if lost is not None:
+                raise ClientNotFound(f"Client '{client}' has no model loaded.", client=client)
+            return await self.memory.forget_unheld(client)  # a failed restore, or held elsewhere: forget it
         async with slot.lock:
             loaded = slot.loaded
-            if slot.client != client or loaded is None:
+            stale = lost is not None and self.memory.current(client) is not lost  # re-taken since the check
+            if slot.client != client or loaded is None or stale:
                 raise ClientNotFound(f"Client '{client}' has no model loaded.", client=client)
             if model is not None and loaded.name != model:
                 raise ModelNotLoaded(f"Client '{client}' has not loaded model '{model}' (it has '{loaded.name}').",
@@ -265,7 +258,10 @@ class Registry:
             outcome = await swaps.unload(slot)
             memory = await asyncio.to_thread(slot.memory)  # before another client can claim the slot
             await self.placement.release(slot)
-            await self.memory.forget(client)
+            if lost is None:
+                await self.memory.forget(client)
+            else:
+                self.memory.lost(client)
         self.pins.unpin(outcome.previous)
         log_change("unload", client, name, slot, started, memory, outcome.freed_bytes, outcome.residue_bytes)
         return UnloadResult(client, name, slot.index, outcome.freed_bytes, outcome.residue_bytes, memory)
@@ -282,14 +278,11 @@ class Registry:
     # ---- predictions ---------------------------------------------------------------------------------------------
 
     async def _serving(self, client: str, model: str | None) -> tuple[Slot, Any]:
-        """The client's slot and the model that should answer (see ``SlotLifecycle.serving_for``)."""
-        slot = self._slot_of(client)
-        return slot, await slot.life.serving_for(client, model, self.settings.busy_timeout_s)
-
-    def _slot_of(self, client: str) -> Slot:
+        """The client's slot (taken over when its assignment is held elsewhere: ``ownership.py``) and the model
+        that should answer (see ``SlotLifecycle.serving_for``)."""
         check_client(client)
-        slot = self.placement.get(client)
-        if slot is None:
-            raise self.memory.not_found(client)
-        return slot
-
+        slot = await self._held_slot(client)
+        try:
+            return slot, await slot.life.serving_for(client, model, self.settings.busy_timeout_s)
+        except ClientNotFound:
+            raise self.memory.not_found(client) from None  # saying why, when putting it back failed

@@ -111,8 +111,8 @@ class StateStore(ABC):
         """Every remembered assignment, oldest first."""
 
     @abstractmethod
-    def clear_assignments(self) -> int:
-        """Forget every assignment (keys stay); return how many there were."""
+    def clear_assignments(self, replica: str | None = None) -> int:
+        """Forget every assignment (only those ``replica`` holds, when given; keys stay); return how many."""
 
     @abstractmethod
     def change_marker(self) -> Hashable:

@@ -66,5 +66,7 @@ class SQLAssignments:
     def forget_assignment(self, client: str) -> None:
         self._write_rows(FORGET, (client,))
 
-    def clear_assignments(self) -> int:
-        return self._write_rows(CLEAR)[0]
+    def clear_assignments(self, replica: str | None = None) -> int:
+        if replica is None:
+            return self._write_rows(CLEAR)[0]
+        return self._write_rows(CLEAR + " WHERE replica = ?", (replica,))[0]
