@@ -151,6 +151,17 @@ class SlotBusy(SlotServeError):
         return {"Retry-After": str(self.retry_after_s)}
 
 
+class StateUnavailable(SlotServeError):
+    """The shared state store (PostgreSQL) cannot be reached or failed: loads, unloads and takeovers wait for it;
+    predictions for the clients a replica holds do not need it."""
+
+    code = "state_unavailable"
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "2"}
+
+
 class ModelTooLarge(SlotServeError):
     code = "model_too_large"
     status = HTTPStatus.INSUFFICIENT_STORAGE

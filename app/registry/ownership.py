@@ -34,6 +34,12 @@ class Ownership:
         """Put back every assignment this replica holds (at start-up): claim a slot for each, in the order they
         were recorded, then load them all at once (each slot loads on its own thread). A client whose model is gone
         or no longer fits is remembered as failed, with the reason; the others serve."""
+        try:
+            await self._restore()
+        finally:
+            self._restored = True
+
+    async def _restore(self: "Registry") -> None:
         remembered = [a for a in await self.memory.load() if self.memory.mine(a)]
         loading = []
         for assignment in remembered:
@@ -100,6 +106,8 @@ class Ownership:
         """Start putting back a stored client this replica has no slot for; its slot (whose lifecycle holds the
         client's requests until the model serves). Concurrent requests for the client share one takeover, which
         runs as an operation: a cancelled request does not stop it."""
+        if self._restored and not self.memory.shared:  # one server's store: nothing stored is held elsewhere
+            raise self.memory.not_found(client)
         pending = self._taking.get(client)
         if pending is None:
             pending = self._taking[client] = self.operations.start(self._take_over_now(client))

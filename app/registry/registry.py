@@ -51,6 +51,7 @@ class Registry(Ownership):
         self.placement = Placement(self.slots)  # clients -> slots
         self.operations = Operations()  # loads, swaps and unloads in progress
         self._taking: dict[str, asyncio.Future] = {}  # takeovers starting (ownership.py), by client
+        self._restored = False  # restore() has run (ownership.py)
 
     @classmethod
     def from_settings(cls, settings: Settings, state: StateStore | None = None) -> "Registry":
