@@ -112,6 +112,8 @@ class SlotInfo(BaseModel):
 
 class SlotList(BaseModel):
     slots: list[SlotInfo]
+    replica: str = Field(description="The replica that answered (its --replica-id): the slots are this server's. "
+                         "Behind an ingress, each client's requests reach the replica that holds its model.")
 
 
 class Identity(BaseModel):

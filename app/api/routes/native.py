@@ -91,7 +91,8 @@ async def get_client(client: OwnedClientDep, registry: RegistryDep) -> dict:
             "with its memory figures rounded up to a 64th of the slot (1 MiB at least).",
             responses=error_responses(*_AUTH_ERRORS))
 async def list_slots(caller: CallerDep, registry: RegistryDep) -> dict:
-    return {"slots": [_visible(asdict(s), caller) for s in await registry.slot_records()]}
+    return {"slots": [_visible(asdict(s), caller) for s in await registry.slot_records()],
+            "replica": registry.settings.replica_id}
 
 
 @router.get("/whoami", response_model=Identity, tags=["clients"], summary="Who the API key is",
