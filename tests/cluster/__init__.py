@@ -1,0 +1,1 @@
+"""The multi-replica topology run for real on one machine: deploy/local/cluster.sh (PostgreSQL, replicas, nginx)."""
