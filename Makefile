@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MODELS ?= models
 
-.PHONY: serve test bench install clean docker-test chromium
+.PHONY: serve test bench install clean docker-test chromium nginx cluster-up cluster-down
 
 install: $(STAMP)
 
@@ -20,7 +20,7 @@ serve: $(STAMP)
 	$(BIN)/slotserve demo-models $(MODELS)
 	$(BIN)/slotserve serve --model-dir $(MODELS)
 
-test: $(STAMP) chromium
+test: $(STAMP) chromium nginx
 	$(BIN)/pytest
 
 # the browser tests (tests/ui) drive Debian's chromium through Playwright (never `playwright install`): installed here
@@ -34,6 +34,27 @@ chromium:
 	  echo "installing chromium (apt) for the browser tests"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	}
+
+# the failover test (tests/cluster) puts Debian's nginx in front of the replicas, as deploy/local/cluster.sh does:
+# installed here when missing, with apt as root; otherwise say what to run
+nginx:
+	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { \
+	  if [ "$$(id -u)" != 0 ]; then \
+	    echo "make: the local cluster needs Debian's nginx; run 'sudo apt-get install -y nginx-light' (or nginx)" >&2; \
+	    exit 1; \
+	  fi; \
+	  echo "installing nginx (apt) for the local cluster"; \
+	  apt-get update -qq && { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light \
+	    || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx; }; \
+	}
+
+# N replicas behind nginx on 127.0.0.1:8080, sharing one PostgreSQL (deploy/local/README.md); cluster-down stops them
+N ?= 3
+cluster-up: $(STAMP) nginx
+	MODELS=$(MODELS) deploy/local/cluster.sh up $(N)
+
+cluster-down:
+	deploy/local/cluster.sh down
 
 # build the CPU image and run it for real (installs docker.io/debootstrap, starts dockerd when needed)
 docker-test: $(STAMP)
