@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MODELS ?= models
 
-.PHONY: serve test bench install clean docker-test chromium nginx cluster-up cluster-down
+.PHONY: serve test bench install clean docker-test chromium postgresql nginx cluster-up cluster-down
 
 install: $(STAMP)
 
@@ -20,7 +20,7 @@ serve: $(STAMP)
 	$(BIN)/slotserve demo-models $(MODELS)
 	$(BIN)/slotserve serve --model-dir $(MODELS)
 
-test: $(STAMP) chromium nginx
+test: $(STAMP) chromium postgresql nginx
 	$(BIN)/pytest
 
 # the browser tests (tests/ui) drive Debian's chromium through Playwright (never `playwright install`): installed here
@@ -55,6 +55,18 @@ cluster-up: $(STAMP) nginx
 
 cluster-down:
 	deploy/local/cluster.sh down
+
+# the PostgreSQL state tests (tests/state) start a throwaway cluster with deploy/local/postgres.sh (Debian's initdb
+# and pg_ctl): installed here when missing, with apt as root; otherwise say what to run
+postgresql:
+	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" != 0 ]; then \
+	    echo "make: the PostgreSQL state tests need Debian's postgresql; run 'sudo apt-get install -y postgresql' (or make test as root)" >&2; \
+	    exit 1; \
+	  fi; \
+	  echo "installing postgresql (apt) for the PostgreSQL state tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
+	}
 
 # build the CPU image and run it for real (installs docker.io/debootstrap, starts dockerd when needed)
 docker-test: $(STAMP)

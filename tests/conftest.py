@@ -1,6 +1,6 @@
 """One partition plan for the whole session (TensorFlow accepts one per process), real models, real HTTP."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +17,7 @@ from app.settings import Settings
 from app.state import open_state
 from tests.helpers import DEVICE, HAS_GPU
 from tests.models import Reference, build_store
+from tests.pg import PostgresServer, fresh_database, postgres_server
 
 SLOTS = 4
 SLOT_MB = 16
@@ -38,6 +39,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL server for the whole session (deploy/local/postgres.sh), started on first use."""
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres: PostgresServer) -> str:
+    """The session server's ``slotserve`` database: shared by every test that asks for it."""
+    return postgres.url
+
+
+@pytest.fixture
+def pg_database(postgres: PostgresServer) -> Iterator[str]:
+    """A fresh, empty database on the session server for one test (its URL), dropped after."""
+    with fresh_database(postgres) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

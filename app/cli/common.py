@@ -30,4 +30,5 @@ def settings_from(args: argparse.Namespace, names: tuple[str, ...]) -> Settings 
 
 
 def add_state_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--state", help="the state file (SQLite; default slotserve.db, env SLOTSERVE_STATE)")
+    parser.add_argument("--state", help="the state: a SQLite file (default slotserve.db) or a PostgreSQL URL "
+                        "(postgresql://user@host/db); env SLOTSERVE_STATE")

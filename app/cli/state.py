@@ -14,7 +14,7 @@ from app.state import open_state
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
-    state = commands.add_parser("state", help="what the state file remembers of clients' models")
+    state = commands.add_parser("state", help="what the state (file or database) remembers of clients' models")
     verbs = state.add_subparsers(dest="verb", required=True)
     show = verbs.add_parser("show", help="list the remembered assignments")
     show.add_argument("--json", action="store_true", help="one JSON array, for scripts")
@@ -36,19 +36,20 @@ def _show(args: argparse.Namespace) -> int:
         remembered = store.assignments()
     finally:
         store.close()
+    # the holder (replica, epoch): which replica serves the client, and how often it changed hands
     rows = [{"client": a.client, "model": a.model, "version": a.version, "max_batch_size": a.max_batch_size,
-             "max_delay_us": a.max_delay_us, "failed": a.failed,
+             "max_delay_us": a.max_delay_us, "failed": a.failed, "replica": a.replica, "epoch": a.epoch,
              "updated": datetime.datetime.fromtimestamp(a.updated_at, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
             for a in remembered]
     if args.json:
         print(json.dumps(rows))
         return 0
-    table = [("CLIENT", "MODEL", "VERSION", "UPDATED", "FAILED")]
-    table += [(r["client"], r["model"], "" if r["version"] is None else str(r["version"]), r["updated"],
-               r["failed"] or "") for r in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    table = [("CLIENT", "MODEL", "VERSION", "REPLICA", "EPOCH", "UPDATED", "FAILED")]
+    table += [(r["client"], r["model"], "" if r["version"] is None else str(r["version"]), r["replica"],
+               str(r["epoch"]), r["updated"], r["failed"] or "") for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(6)]
     for row in table:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths)) + "  " + row[4])
+        print("  ".join(cell.ljust(width) for cell, width in zip(row[:6], widths)) + "  " + row[6])
     return 0
 
 
