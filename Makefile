@@ -50,7 +50,7 @@ nginx:
 
 # N replicas behind nginx on 127.0.0.1:8080, sharing one PostgreSQL (deploy/local/README.md); cluster-down stops them
 N ?= 3
-cluster-up: $(STAMP) nginx
+cluster-up: $(STAMP) postgresql nginx
 	MODELS=$(MODELS) deploy/local/cluster.sh up $(N)
 
 cluster-down:
