@@ -128,7 +128,7 @@ def startup_refusal(settings: Settings, state: StateStore) -> str | None:
     if settings.no_auth or settings.admin_key or state.active_keys() or is_loopback(settings.host):
         return None
     return (f"refusing to serve {settings.host} without authentication: add a key "
-            f"(slotserve keys add CLIENT --state {settings.state}), set SLOTSERVE_ADMIN_KEY, "
+            f"(slotserve keys add CLIENT --state {state.location}), set SLOTSERVE_ADMIN_KEY, "
             "or pass --no-auth to serve it open on purpose")
 
 
@@ -137,7 +137,7 @@ def startup_notice(settings: Settings, policy: AccessPolicy) -> str | None:
     if policy.authenticating():
         return None
     hosts = ", ".join(sorted(policy.allowed_hosts)) or "none"
-    why = "--no-auth was given" if settings.no_auth else f"the state file {settings.state} holds no API key"
+    why = "--no-auth was given" if settings.no_auth else f"the state {policy.keys.location} holds no API key"
     return (f"serving WITHOUT authentication ({why}): only requests addressed to loopback names are answered "
             f"(allowed hosts besides: {hosts}) and state changes from other sites' pages are refused; "
             "adding a key (slotserve keys add CLIENT) turns authentication on at once")

@@ -11,6 +11,7 @@ from pathlib import Path
 from app.cli import keys, serve, state, status
 from app.cli.common import fail
 from app.cli.flags import OneLineParser
+from app.errors import StateUnavailable
 
 __all__ = ["main"]
 
@@ -29,7 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "demo-models":
         return _demo_models(args.directory)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except StateUnavailable as exc:  # the database went away during a keys/state command: one line, no traceback
+        return fail(exc.message)
 
 
 def _demo_models(directory: Path) -> int:

@@ -54,6 +54,7 @@ class KeyRing:
 
     def __init__(self, store: StateStore, admin_key: str | None = None) -> None:
         self._store = store
+        self.location = store.location  # for messages: a path, or a URL without its password
         self._admin_digest = key_digest(admin_key) if admin_key else None
         self._by_digest: dict[str, KeyRecord] = {}
         self._marker: Hashable = None

@@ -1,23 +1,23 @@
 """Replicas sharing one state store: takeovers, stale holders dropping their copies, restores that leave other
 replicas' clients alone. Two registries in this process play two replicas (A and B) over one store.
 
-The shared store here is the project's SQL over a SQLite file with ``shared`` on (the same statements PostgreSQL
-runs; tests/cluster runs real replicas over a real PostgreSQL).
+Every test runs on a real PostgreSQL database, and on a SQLite file marked shared (the same SQL statements; a
+second, independent check of the compare-and-set logic). tests/cluster runs real replica processes behind nginx.
 """
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from app.errors import ClientNotFound, NoFreeSlot
-from app.registry import Registry
 from app.partitions import SlotSpec
+from app.registry import Registry
 from app.registry.lifecycle import Phase
 from app.settings import Settings
-from app.state import SQLiteState, StateStore
+from app.state import SQLiteState, StateStore, open_state
 from tests.helpers import assert_rows_match, rows_body
 from tests.models import Reference
 
@@ -28,24 +28,23 @@ class SharedSQLite(SQLiteState):
     shared = True
 
 
-@pytest.fixture
-async def shared(tmp_path: Path) -> AsyncIterator[StateStore]:
-    store = SharedSQLite(tmp_path / "shared.db")
+@pytest.fixture(params=["postgresql", "sqlite"])
+async def shared(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StateStore]:
+    if request.param == "postgresql":
+        store = open_state(request.getfixturevalue("pg_database"))
+    else:
+        store = SharedSQLite(tmp_path / "shared.db")
+    assert store.shared
     yield store
     store.close()
 
 
-@pytest.fixture(autouse=True)
-def _session_specs(specs: tuple[SlotSpec, ...]) -> None:
-    _SPECS[:] = specs
-
-
-_SPECS: list[SlotSpec] = []
-
-
-def _replica(settings: Settings, state: StateStore, name: str, slots: int | None = None) -> Registry:
-    """A registry playing replica ``name`` over the session's slots (the first ``slots`` of them)."""
-    return Registry(settings.model_copy(update={"replica_id": name}), _SPECS[:slots], state)
+@pytest.fixture
+def replica(specs: tuple[SlotSpec, ...]) -> Callable[..., Registry]:
+    def make(settings: Settings, state: StateStore, name: str, slots: int | None = None) -> Registry:
+        """A registry playing replica ``name`` over the session's slots (the first ``slots`` of them)."""
+        return Registry(settings.model_copy(update={"replica_id": name}), specs[:slots], state)
+    return make
 
 
 async def _close(*registries: Registry) -> None:
@@ -65,8 +64,8 @@ def _holder(state: StateStore, client: str) -> tuple[str, int]:
 
 
 async def test_a_request_for_a_client_held_elsewhere_takes_it_over_and_waits_for_the_load(
-        settings: Settings, shared: StateStore, refs: dict[str, Reference]) -> None:
-    a, b = _replica(settings, shared, "a"), _replica(settings, shared, "b")
+        replica: Callable[..., Registry], settings: Settings, shared: StateStore, refs: dict[str, Reference]) -> None:
+    a, b = replica(settings, shared, "a"), replica(settings, shared, "b")
     try:
         await a.load("alice", "tiny", max_batch_size=8)
         assert _holder(shared, "alice") == ("a", 1)
@@ -86,9 +85,9 @@ async def test_a_request_for_a_client_held_elsewhere_takes_it_over_and_waits_for
         await _close(a, b)
 
 
-async def test_concurrent_requests_share_one_takeover(settings: Settings, shared: StateStore,
-                                                      refs: dict[str, Reference]) -> None:
-    a, b = _replica(settings, shared, "a"), _replica(settings, shared, "b")
+async def test_concurrent_requests_share_one_takeover(
+        replica: Callable[..., Registry], settings: Settings, shared: StateStore, refs: dict[str, Reference]) -> None:
+    a, b = replica(settings, shared, "a"), replica(settings, shared, "b")
     try:
         await a.load("alice", "tiny")
         loads = []
@@ -104,8 +103,8 @@ async def test_concurrent_requests_share_one_takeover(settings: Settings, shared
 
 
 async def test_the_stale_holder_drops_its_copy_and_takes_the_client_back_when_asked(
-        settings: Settings, shared: StateStore, refs: dict[str, Reference]) -> None:
-    a, b = _replica(settings, shared, "a"), _replica(settings, shared, "b")
+        replica: Callable[..., Registry], settings: Settings, shared: StateStore, refs: dict[str, Reference]) -> None:
+    a, b = replica(settings, shared, "a"), replica(settings, shared, "b")
     try:
         await a.load("alice", "tiny")
         await a.load("bob", "tiny2")
@@ -123,8 +122,8 @@ async def test_the_stale_holder_drops_its_copy_and_takes_the_client_back_when_as
 
 
 async def test_a_load_on_another_replica_moves_the_client_and_an_unload_anywhere_forgets_it(
-        settings: Settings, shared: StateStore) -> None:
-    a, b = _replica(settings, shared, "a"), _replica(settings, shared, "b")
+        replica: Callable[..., Registry], settings: Settings, shared: StateStore) -> None:
+    a, b = replica(settings, shared, "a"), replica(settings, shared, "b")
     try:
         await a.load("alice", "tiny")
         await b.load("alice", "tiny2")  # the client's own request: "b" holds it now, whoever held it
@@ -140,16 +139,16 @@ async def test_a_load_on_another_replica_moves_the_client_and_an_unload_anywhere
         await _close(a, b)
 
 
-async def test_restore_puts_back_only_this_replicas_clients(settings: Settings, shared: StateStore,
-                                                            refs: dict[str, Reference]) -> None:
-    a, b = _replica(settings, shared, "a"), _replica(settings, shared, "b")
+async def test_restore_puts_back_only_this_replicas_clients(
+        replica: Callable[..., Registry], settings: Settings, shared: StateStore, refs: dict[str, Reference]) -> None:
+    a, b = replica(settings, shared, "a"), replica(settings, shared, "b")
     try:
         await a.load("alice", "tiny")
         await a.load("bob", "tiny2")
         await b.predict("alice", rows_body(refs["tiny"]))  # alice moved to "b" while "a" was away
     finally:
         await _close(a)
-    restarted = _replica(settings, shared, "a")
+    restarted = replica(settings, shared, "a")
     try:
         await restarted.restore()
         assert restarted.placement.clients() == ["bob"]
@@ -160,8 +159,8 @@ async def test_restore_puts_back_only_this_replicas_clients(settings: Settings, 
 
 
 async def test_a_full_replica_first_drops_stale_copies_then_refuses_with_no_free_slot(
-        settings: Settings, shared: StateStore, refs: dict[str, Reference]) -> None:
-    a, b = _replica(settings, shared, "a", slots=1), _replica(settings, shared, "b")
+        replica: Callable[..., Registry], settings: Settings, shared: StateStore, refs: dict[str, Reference]) -> None:
+    a, b = replica(settings, shared, "a", slots=1), replica(settings, shared, "b")
     try:
         await a.load("alice", "tiny")
         await b.predict("alice", rows_body(refs["tiny"]))  # "a" has not checked yet: its one slot holds a stale copy
@@ -175,12 +174,13 @@ async def test_a_full_replica_first_drops_stale_copies_then_refuses_with_no_free
         await _close(a, b)
 
 
-async def test_a_takeover_that_fails_says_why_on_every_replica(settings: Settings, shared: StateStore,
-                                                               tmp_path: Path, refs: dict[str, Reference]) -> None:
-    a = _replica(settings, shared, "a")
+async def test_a_takeover_that_fails_says_why_on_every_replica(
+        replica: Callable[..., Registry], settings: Settings, shared: StateStore, tmp_path: Path,
+        refs: dict[str, Reference]) -> None:
+    a = replica(settings, shared, "a")
     other_store = settings.model_copy(update={"model_dir": tmp_path / "empty"})
     (tmp_path / "empty").mkdir()
-    b = _replica(other_store, shared, "b")  # its store lacks the model
+    b = replica(other_store, shared, "b")  # its store lacks the model
     try:
         await a.load("alice", "tiny")
         with pytest.raises(ClientNotFound) as raised:
@@ -189,7 +189,7 @@ async def test_a_takeover_that_fails_says_why_on_every_replica(settings: Setting
         stored = shared.assignment("alice")
         assert (stored.replica, stored.epoch) == ("b", 2) and stored.failed
         assert len(b.placement) == 0
-        c = _replica(settings, shared, "c")
+        c = replica(settings, shared, "c")
         with pytest.raises(ClientNotFound) as again:
             await c.predict("alice", rows_body(refs["tiny"]))  # a failed assignment is reported, not retried
         assert again.value.details["reason"] == stored.failed
@@ -199,9 +199,10 @@ async def test_a_takeover_that_fails_says_why_on_every_replica(settings: Setting
 
 
 @pytest.mark.parametrize("ticks", [0, 1, 2, 3, 5, 8, 13])
-async def test_a_cancelled_request_does_not_stop_its_takeover(settings: Settings, shared: StateStore,
-                                                              refs: dict[str, Reference], ticks: int) -> None:
-    a, b = _replica(settings, shared, "a"), _replica(settings, shared, "b")
+async def test_a_cancelled_request_does_not_stop_its_takeover(
+        replica: Callable[..., Registry], settings: Settings, shared: StateStore, refs: dict[str, Reference],
+        ticks: int) -> None:
+    a, b = replica(settings, shared, "a"), replica(settings, shared, "b")
     try:
         await a.load("alice", "tiny")
         request = asyncio.ensure_future(b.predict("alice", rows_body(refs["tiny"])))
