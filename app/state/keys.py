@@ -1,9 +1,12 @@
 """API keys: made once, shown once, stored as a digest; checked against a cache that follows the store.
 
-A key is 256 random bits, URL-safe. Only its SHA-256 digest is stored: the key has far too much entropy to be
-guessed from its digest, so a slow password hash would only slow every request. A presented key is hashed and looked
-up by digest; the timing of that lookup depends on the digest, which an attacker cannot steer towards a real key,
-and the environment's admin key is compared digest to digest with ``hmac.compare_digest``.
+A key is ``ssk_<client>~<secret>``: 256 random bits, URL-safe, after the client it belongs to. The client part is a
+routing hint only (an ingress hashes on it so all of a tenant's requests reach one replica: deploy/nginx/); who a
+key belongs to is decided by its digest alone, so a forged prefix gains nothing. Only its SHA-256 digest is stored:
+the key has far too much entropy to be guessed from its digest, so a slow password hash would only slow every
+request. A presented key is hashed and looked up by digest; the timing of that lookup depends on the digest, which an
+attacker cannot steer towards a real key, and the environment's admin key is compared digest to digest with
+``hmac.compare_digest``.
 """
 
 import hashlib
@@ -37,7 +40,7 @@ def key_digest(key: str) -> str:
 def create_key(store: StateStore, client: str, admin: bool = False) -> tuple[str, KeyRecord]:
     """Make a new key for ``client`` and store its digest; return (the key, which is never stored, and its record)."""
     for _ in range(5):
-        key = KEY_PREFIX + secrets.token_urlsafe(32)
+        key = f"{KEY_PREFIX}{client}~{secrets.token_urlsafe(32)}"
         record = KeyRecord(secrets.token_hex(6), client, admin, key_digest(key), time.time())
         try:
             store.add_key(record)
