@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PROTOCOLS = ("native", "v2", "tfserving", "other")
-STRATEGIES = ("load", "side_by_side", "replace", "restore")
+STRATEGIES = ("load", "side_by_side", "replace", "restore", "takeover")
 REQUEST_BUCKETS = (.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30)
 BATCH_BUCKETS = tuple(float(1 << k) for k in range(17))  # 1 .. 65536 rows (max_rows' default)
 LOAD_BUCKETS = (.05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -117,7 +117,7 @@ class Metrics:
         yield batches
         yield _histogram("slotserve_model_load_seconds", "Time of successful loads, swaps and restores, from the "
                          "request to the model serving, by strategy: load (into an empty slot), side_by_side, replace, "
-                         "restore (at start-up).", "strategy", self.loads)
+                         "restore (at start-up), takeover (of a client another replica held).", "strategy", self.loads)
         yield from _slot_families(self._slots)
 
 

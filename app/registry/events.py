@@ -23,8 +23,8 @@ class RegistryEvents:
         self.listener: RegistryListener | None = None
 
     def model_loaded(self, strategy: str, seconds: float) -> None:
-        """A load, swap or restore succeeded after ``seconds``; ``strategy``: load, side_by_side, replace or
-        restore."""
+        """A load, swap or restore succeeded after ``seconds``; ``strategy``: load, side_by_side, replace,
+        restore or takeover."""
         if self.listener is not None:
             self.listener.model_loaded(strategy, seconds)
 

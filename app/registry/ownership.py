@@ -142,7 +142,8 @@ class Ownership:
                 await self.placement.release(slot)
         if taken is None:
             return None, None
-        return slot, self.operations.start(self._load(taken, restoring=True))
+        how = "restore" if seen.replica in ("", self.memory.replica) else "takeover"
+        return slot, self.operations.start(self._load(taken, how))
 
     async def _claim(self: "Registry", client: str, model: str, new: bool = False) -> Slot | None:
         """``Placement.claim`` (``claim_new`` when ``new``); when no slot is free, first drop the clients other

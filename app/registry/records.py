@@ -69,9 +69,9 @@ def client_record(slot: Slot, client: str, memory: Memory) -> ClientRecord:
 def log_change(op: str, client: str, model: str, slot: Slot, started: float, memory: Memory, freed: int,
                residue: int, strategy: str = "none", events: RegistryEvents | None = None) -> None:
     """One line per load, swap, restore and unload; with ``events``, a load's time goes to its listener too (by
-    strategy, a restore as ``restore``)."""
+    strategy; a restore as ``restore``, a takeover from another replica as ``takeover``)."""
     seconds = time.perf_counter() - started
     log.info("%s client=%s model=%s slot=%d strategy=%s ms=%.1f in_use_bytes=%d freed_bytes=%d residue_bytes=%d",
              op, client, model, slot.index, strategy, seconds * 1000, memory.in_use_bytes, freed, residue)
     if events is not None:
-        events.model_loaded("restore" if op == "restore" else strategy, seconds)
+        events.model_loaded(op if op in ("restore", "takeover") else strategy, seconds)

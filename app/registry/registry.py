@@ -190,8 +190,11 @@ class Registry(Ownership):
 
     # ---- operations (each runs as its own task: see operations.py) --------------------------------------------------
 
-    async def _load(self, wanted: Assignment, restoring: bool = False) -> LoadResult:
+    async def _load(self, wanted: Assignment, putting_back: str | None = None) -> LoadResult:
+        """Load ``wanted`` for its client: the client's own request, or (``putting_back``: ``restore`` at start-up,
+        ``takeover`` from another replica) an assignment the store says this replica holds."""
         started = time.perf_counter()
+        restoring = putting_back is not None
         client = wanted.client
         try:
             model_file = self.store.resolve(wanted.model, wanted.version)
@@ -232,7 +235,7 @@ class Registry(Ownership):
         if outcome.previous is not None:
             self.pins.unpin(outcome.previous)
         memory = await asyncio.to_thread(slot.memory)
-        log_change("swap" if previous else "restore" if restoring else "load", client, wanted.model, slot, started,
+        log_change("swap" if previous else putting_back or "load", client, wanted.model, slot, started,
              memory, outcome.freed_bytes, outcome.residue_bytes, outcome.strategy, self.events)
         return LoadResult(client_record(slot, client, memory), (time.perf_counter() - started) * 1000, previous,
                           outcome.freed_bytes, outcome.residue_bytes, outcome.strategy)

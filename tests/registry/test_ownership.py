@@ -92,11 +92,11 @@ async def test_concurrent_requests_share_one_takeover(
         await a.load("alice", "tiny")
         loads = []
         original = b._load
-        b._load = lambda wanted, restoring=False: loads.append(wanted) or original(wanted, restoring)
+        b._load = lambda wanted, how=None: loads.append(how) or original(wanted, how)
         answers = await asyncio.gather(*(b.predict("alice", rows_body(refs["tiny"])) for _ in range(12)))
         for answer in answers:
             _same(answer, answers[0])
-        assert _holder(shared, "alice") == ("b", 2) and len(loads) == 1  # taken over once, loaded once
+        assert _holder(shared, "alice") == ("b", 2) and loads == ["takeover"]  # taken over once, loaded once
         assert len(b.placement) == 1
     finally:
         await _close(a, b)
