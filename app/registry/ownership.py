@@ -84,12 +84,20 @@ class Ownership:
 
     async def keep_ownership(self: "Registry") -> None:
         """Check ownership every ``ownership_check_s`` until cancelled (a store that is away is tried again)."""
+        failing = False
         while True:
             await asyncio.sleep(self.settings.ownership_check_s)
             try:
                 await self.check_ownership()
             except Exception as exc:  # noqa: BLE001 - the store may be away for a while: keep serving, keep trying
-                log.warning("could not check which clients this replica still holds: %s", exc)
+                (log.debug if failing else log.warning)("could not check which clients this replica still holds "
+                                                        "(%s); trying again every %gs", exc,
+                                                        self.settings.ownership_check_s)
+                failing = True
+                continue
+            if failing:
+                log.warning("ownership checks work again")
+                failing = False
 
     # ---- internals ---------------------------------------------------------------------------------------------
 
