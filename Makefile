@@ -77,6 +77,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/load.py
 	$(BIN)/python bench/churn.py
 	$(BIN)/python bench/abuse.py
+	$(BIN)/python bench/cluster.py
 
 # build and test artefacts only: never the model store ($(MODELS)) nor the state file (slotserve.db holds API keys)
 clean:
