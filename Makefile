@@ -72,7 +72,7 @@ postgresql:
 docker-test: $(STAMP)
 	$(BIN)/python docker/test.py
 
-bench: $(STAMP)
+bench: $(STAMP) postgresql nginx
 	$(BIN)/python bench/request_path.py
 	$(BIN)/python bench/load.py
 	$(BIN)/python bench/churn.py
