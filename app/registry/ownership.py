@@ -14,9 +14,10 @@ The store's (replica, epoch) token on each assignment says who holds a client (s
 
 import asyncio
 import logging
+from http import HTTPStatus
 from typing import TYPE_CHECKING
 
-from app.errors import ClientNotFound, NoFreeSlot, SlotBusy
+from app.errors import ClientNotFound, NoFreeSlot, SlotBusy, SlotServeError
 from app.registry.slot import Slot
 from app.state import Assignment
 
@@ -25,6 +26,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("slotserve.registry")
 _TAKEOVER_TRIES = 2  # another replica taking the same client at the same moment: read the store again, once
+
+
+class Superseded(SlotServeError):
+    """A put-back that yields: the client loaded or unloaded a model of its own meanwhile, and that stands."""
+
+    code = "superseded"
+    status = HTTPStatus.CONFLICT  # never sent: whoever waits on a put-back ignores it
 
 
 class Ownership:
@@ -102,56 +110,95 @@ class Ownership:
     # ---- internals ---------------------------------------------------------------------------------------------
 
     async def _held_slot(self: "Registry", client: str) -> Slot:
-        """The client's slot here: after an ownership check when one is due; taken over when it has none here but
-        its assignment is stored (``ClientNotFound`` otherwise)."""
+        """The client's slot here: after an ownership check when one is due (skipped while the store is away: the
+        background check decides then); taken over when it has none here but its assignment is stored
+        (``ClientNotFound`` otherwise), once the model it puts back serves (its failure is the request's answer)."""
         slot = self.placement.get(client)
         if slot is not None and self.memory.check_due(client, 2 * self.settings.ownership_check_s):
-            await self.check_ownership([client])
+            self.memory.verified(client)  # one check per period, however many requests arrive meanwhile
+            try:
+                await self.check_ownership([client])
+            except Exception as exc:  # noqa: BLE001 - the store is away: keep serving the clients held here
+                log.debug("ownership check of client %s skipped: %s", client, exc)
             slot = self.placement.get(client)
-        return slot if slot is not None else await self._take_over(client)
+        if slot is not None:
+            return slot
+        slot, load = await self._take_over(client)
+        if load is not None:
+            done, _ = await asyncio.wait([load], timeout=self.settings.busy_timeout_s)
+            if not done:
+                raise SlotBusy(f"Client '{client}' is being taken over; try again shortly.", client=client)
+            failure = None if load.cancelled() else load.exception()
+            if failure is not None and not isinstance(failure, Superseded):
+                raise failure
+        return slot
 
-    async def _take_over(self: "Registry", client: str) -> Slot:
-        """Start putting back a stored client this replica has no slot for; its slot (whose lifecycle holds the
-        client's requests until the model serves). Concurrent requests for the client share one takeover, which
-        runs as an operation: a cancelled request does not stop it."""
+    async def _take_over(self: "Registry", client: str) -> tuple[Slot, "asyncio.Future | None"]:
+        """Start putting back a stored client this replica has no slot for: (its slot, whose lifecycle holds the
+        client's requests until the model serves; the load, when one started). Concurrent requests for the client
+        share one takeover, which runs as an operation: a cancelled request does not stop it."""
         if self._restored and not self.memory.shared:  # one server's store: nothing stored is held elsewhere
             raise self.memory.not_found(client)
         pending = self._taking.get(client)
         if pending is None:
             pending = self._taking[client] = self.operations.start(self._take_over_now(client))
             pending.add_done_callback(lambda _: self._taking.pop(client, None))
-        return await asyncio.shield(pending)
+        try:
+            return await asyncio.wait_for(asyncio.shield(pending), self.settings.busy_timeout_s)
+        except TimeoutError:  # the store is slow to answer: the takeover goes on, the request does not wait
+            raise SlotBusy(f"Client '{client}' is being taken over; try again shortly.", client=client) from None
 
-    async def _take_over_now(self: "Registry", client: str) -> Slot:
+    async def _take_over_now(self: "Registry", client: str) -> tuple[Slot, "asyncio.Future | None"]:
         for _ in range(_TAKEOVER_TRIES):
             stored = (await self.memory.stored(client)).get(client)
             if stored is None or stored.failed is not None:
                 raise self.memory.not_found(client, stored)
-            slot, _ = await self._bring_back(stored)
+            slot, load = await self._bring_back(stored)
             if slot is not None:
-                if stored.replica not in ("", self.memory.replica):
-                    log.info("took over client %s from replica %s (epoch %d)", client, stored.replica,
+                if load is not None and stored.replica not in ("", self.memory.replica):
+                    log.info("taking over client %s from replica %s (epoch %d)", client, stored.replica,
                              stored.epoch + 1)
-                return slot
+                return slot, load
         raise SlotBusy(f"Client '{client}' is moving between replicas; try again shortly.", client=client)
 
     async def _bring_back(self: "Registry", seen: Assignment) -> tuple[Slot | None, "asyncio.Future | None"]:
         """Claim a slot for ``seen``'s client, take it over in the store (if the store still says what ``seen``
         says) and start loading its model: (the slot, the load). (Its slot, None) when it already has one here;
-        (None, None) when another replica got there first. ``NoFreeSlot`` when no slot is free."""
+        (None, None) when another replica got there first. ``NoFreeSlot`` when no slot is free.
+
+        The compare-and-set runs under the slot's lock: a client's own load or unload of it waits until the store
+        says who holds it, and the load that follows yields to whatever the client did meanwhile (``Superseded``).
+        """
         slot = await self._claim(seen.client, seen.model, new=True)
         if slot is None:
             return self.placement.get(seen.client), None
-        taken = None
-        try:
-            taken = await self.memory.take_over(seen)
-        finally:
-            if taken is None:
-                await self.placement.release(slot)
+        async with slot.lock:
+            taken = None
+            try:
+                taken = await self.memory.take_over(seen)
+            finally:
+                if taken is None and slot.client == seen.client and slot.loaded is None:
+                    await self.placement.release(slot)
         if taken is None:
             return None, None
         how = "restore" if seen.replica in ("", self.memory.replica) else "takeover"
         return slot, self.operations.start(self._load(taken, how))
+
+    async def _not_put_back(self: "Registry", wanted: Assignment, how: str | None, exc: BaseException) -> None:
+        """A put-back that failed (a client's own failed load changes nothing): a restore is remembered as failed,
+        with the reason; a takeover gives the client back to the replica that held it (its copy may still serve:
+        a routing blip must not lose a client); either way the slot goes back."""
+        if how is None or isinstance(exc, Superseded):
+            return
+        if how == "takeover":
+            await self.memory.give_back(wanted)
+        else:
+            await self.memory.fail(wanted, exc.message if isinstance(exc, SlotServeError) else str(exc))
+        slot = self.placement.get(wanted.client)
+        if slot is not None:
+            async with slot.lock:
+                if slot.client == wanted.client and slot.loaded is None:
+                    await self.placement.release(slot)
 
     async def _claim(self: "Registry", client: str, model: str, new: bool = False) -> Slot | None:
         """``Placement.claim`` (``claim_new`` when ``new``); when no slot is free, first drop the clients other

@@ -22,7 +22,7 @@ from app.registry.batching import Arrays, BatchPolicy
 from app.registry.decoding import DecodePool, default_workers
 from app.registry.events import RegistryEvents
 from app.registry.operations import Operations
-from app.registry.ownership import Ownership
+from app.registry.ownership import Ownership, Superseded
 from app.registry.pins import Pins
 from app.registry.placement import Placement
 from app.registry.records import ClientRecord, LoadResult, SlotRecord, UnloadResult, client_record, log_change
@@ -200,8 +200,9 @@ class Registry(Ownership):
             model_file = self.store.resolve(wanted.model, wanted.version)
             pinned = await asyncio.to_thread(self.pins.pin, model_file)
         except (SlotServeError, OSError) as exc:
-            await self._give_up(client, wanted, restoring, exc)
+            await self._not_put_back(wanted, putting_back, exc)
             raise
+        outcome = None
         try:
             needs = await asyncio.to_thread(admit, pinned, self.slots[0].spec.limit_bytes,
                                             self.settings.admission_margin, self.settings.trust_savedmodel_ops)
@@ -209,10 +210,15 @@ class Registry(Ownership):
                                  self.default_policy.max_delay_us if wanted.max_delay_us is None
                                  else wanted.max_delay_us)
             while True:
-                slot = await self._claim(client, wanted.model)
+                # a put-back loads into the slot it claimed, or not at all (the client unloaded meanwhile)
+                slot = self.placement.get(client) if restoring else await self._claim(client, wanted.model)
+                if slot is None:
+                    raise Superseded(f"Client '{client}' was unloaded while it was put back.", client=client)
                 async with slot.lock:
                     if slot.client != client:  # unloaded while we waited for the lock: claim again
                         continue
+                    if restoring and (slot.loaded is not None or self.memory.current(client) is not wanted):
+                        raise Superseded(f"Client '{client}' loaded a model while it was put back.", client=client)
                     previous = slot.loaded.name if slot.loaded is not None else None
                     try:
                         if slot.loaded is None:
@@ -226,11 +232,14 @@ class Registry(Ownership):
                         log.info("client %s moved to another replica while it was put back here", client)
                     break
         except BaseException as exc:
-            self.pins.unpin(pinned)
+            if outcome is None:
+                self.pins.unpin(pinned)
+            elif outcome.previous is not None:  # it serves, but the store could not say so: keep its snapshot
+                self.pins.unpin(outcome.previous)
             if isinstance(exc, swaps.ClientLost) and (lost := self.memory.current(client)) is not None:
                 await self.memory.fail(lost, exc.message)  # it has nothing now: say so, and try again at restart
             elif isinstance(exc, SlotServeError):
-                await self._give_up(client, wanted, restoring, exc)
+                await self._not_put_back(wanted, putting_back, exc)
             raise
         if outcome.previous is not None:
             self.pins.unpin(outcome.previous)
@@ -252,32 +261,26 @@ class Registry(Ownership):
         async with slot.lock:
             loaded = slot.loaded
             stale = lost is not None and self.memory.current(client) is not lost  # re-taken since the check
-            if slot.client != client or loaded is None or stale:
+            if slot.client != client or stale or (loaded is None and lost is not None):
                 raise ClientNotFound(f"Client '{client}' has no model loaded.", client=client)
-            if model is not None and loaded.name != model:
-                raise ModelNotLoaded(f"Client '{client}' has not loaded model '{model}' (it has '{loaded.name}').",
+            # nothing loaded under the lock: a put-back (ownership.py) has yet to start its load; it is called off
+            name = loaded.name if loaded is not None else slot.life.incoming
+            if model is not None and name != model:
+                raise ModelNotLoaded(f"Client '{client}' has not loaded model '{model}' (it has '{name}').",
                                      client=client, model=model)
-            name = loaded.name
             del loaded
-            outcome = await swaps.unload(slot)
+            if lost is None:
+                await self.memory.forget(client)  # first: when the store is away, nothing has changed (503)
+            outcome = await swaps.unload(slot) if slot.loaded is not None else None
             memory = await asyncio.to_thread(slot.memory)  # before another client can claim the slot
             await self.placement.release(slot)
-            if lost is None:
-                await self.memory.forget(client)
-            else:
+            if lost is not None:
                 self.memory.lost(client)
-        self.pins.unpin(outcome.previous)
-        log_change("unload", client, name, slot, started, memory, outcome.freed_bytes, outcome.residue_bytes)
-        return UnloadResult(client, name, slot.index, outcome.freed_bytes, outcome.residue_bytes, memory)
-
-    async def _give_up(self, client: str, wanted: Assignment, restoring: bool, exc: BaseException) -> None:
-        """A restore that failed is remembered as failed, with its reason (a failed load changes nothing)."""
-        if restoring:
-            reason = exc.message if isinstance(exc, SlotServeError) else str(exc)
-            await self.memory.fail(wanted, reason)
-            slot = self.placement.get(client)
-            if slot is not None and slot.loaded is None and not slot.lock.locked():
-                await self.placement.release(slot)
+        freed, residue = (outcome.freed_bytes, outcome.residue_bytes) if outcome is not None else (0, 0)
+        if outcome is not None:
+            self.pins.unpin(outcome.previous)
+        log_change("unload", client, name, slot, started, memory, freed, residue)
+        return UnloadResult(client, name, slot.index, freed, residue, memory)
 
     # ---- predictions ---------------------------------------------------------------------------------------------
 
@@ -285,8 +288,11 @@ class Registry(Ownership):
         """The client's slot (taken over when its assignment is held elsewhere: ``ownership.py``) and the model
         that should answer (see ``SlotLifecycle.serving_for``)."""
         check_client(client)
-        slot = await self._held_slot(client)
-        try:
-            return slot, await slot.life.serving_for(client, model, self.settings.busy_timeout_s)
-        except ClientNotFound:
-            raise self.memory.not_found(client) from None  # saying why, when putting it back failed
+        for attempt in range(2):
+            slot = await self._held_slot(client)
+            try:
+                return slot, await slot.life.serving_for(client, model, self.settings.busy_timeout_s)
+            except ClientNotFound:
+                if attempt or not self.memory.shared or self.placement.get(client) is not None:
+                    raise self.memory.not_found(client) from None  # saying why, when putting it back failed
+        raise AssertionError("unreachable")

@@ -32,6 +32,7 @@ class Remembering:
         self._current: dict[str, Assignment] = {}  # clients this replica holds, with its token for each
         self._failed: dict[str, Assignment] = {}
         self._verified: dict[str, float] = {}  # when each held client's token was last found in the store
+        self._previous: dict[str, Assignment] = {}  # the token each takeover replaced (for give_back)
 
     @property
     def shared(self) -> bool:
@@ -68,9 +69,18 @@ class Remembering:
             if taken is None:
                 return None
         self._current[seen.client] = taken
+        self._previous[seen.client] = seen
         self._failed.pop(seen.client, None)
         self._verified[seen.client] = time.monotonic()
         return taken
+
+    async def give_back(self, taken: Assignment) -> None:
+        """A takeover that could not load: the client goes back to the holder ``take_over`` found (if the store
+        still says it is this replica's at ``taken``'s epoch), so a copy still serving there is not dropped."""
+        seen = self._previous.pop(taken.client, None)
+        if self.state is not None and seen is not None:
+            await asyncio.to_thread(self.state.give_back, taken, seen)
+        self.lost(taken.client)
 
     async def remember(self, assignment: Assignment, held: bool = False) -> bool:
         """The client now has ``assignment``'s model, here. A client's own load makes this replica its holder;
@@ -84,7 +94,13 @@ class Remembering:
                 if not await asyncio.to_thread(self.state.record_if_held, assignment):
                     return False  # taken over meanwhile: the ownership check drops the stale copy
             else:
-                assignment = await asyncio.to_thread(self.state.record_assignment, assignment)
+                try:
+                    assignment = await asyncio.to_thread(self.state.record_assignment, assignment)
+                except BaseException:
+                    # the model serves here, unrecorded: with no token of its own, a token that matches nothing
+                    # lets the next ownership check drop it unless the store says this replica holds the client
+                    self._current.setdefault(assignment.client, replace(assignment, epoch=-1))
+                    raise
         self._current[assignment.client] = assignment
         self._failed.pop(assignment.client, None)
         self._verified[assignment.client] = time.monotonic()
@@ -99,6 +115,7 @@ class Remembering:
     def lost(self, client: str) -> None:
         """This replica no longer holds the client (another does, or nobody): forget it here only."""
         self._current.pop(client, None)
+        self._previous.pop(client, None)
         self._failed.pop(client, None)
         self._verified.pop(client, None)
 

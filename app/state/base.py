@@ -99,6 +99,11 @@ class StateStore(ABC):
         gone (another replica got there first)."""
 
     @abstractmethod
+    def give_back(self, taken: Assignment, seen: Assignment) -> bool:
+        """Undo a takeover that could not load: put back ``seen``'s holder token if the stored row still carries
+        ``taken``'s (compare-and-set); return whether it did. ``seen``'s holder, if alive, keeps serving."""
+
+    @abstractmethod
     def assignment(self, client: str) -> Assignment | None:
         """The client's stored assignment, or ``None``."""
 

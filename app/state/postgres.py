@@ -71,6 +71,8 @@ SCHEMA_VERSION = len(MIGRATIONS)
 MIGRATION_LOCK = 0x736C6F74  # pg_advisory_xact_lock's key: "slot", the same in every replica
 CONNECT_TIMEOUT_S = 5  # an unreachable database fails the open (and a pool checkout) this fast
 RECONNECT_S = 10.0  # the pool's backoff for one lost connection stops here; the next call (or poll) starts afresh
+STATEMENT_TIMEOUT_MS = 10_000  # every statement; a migration's (a few DDL statements) fits easily
+LOCK_TIMEOUT_MS = 5_000
 POLL_S = 1.0  # how often the key marker is read: a revocation reaches every replica within about this
 # Rows of api_keys are never deleted, and revoked_at is only ever set once: each add moves the first count, each
 # revocation the second. The maxima also catch whatever an operator does to the table by hand.
@@ -94,6 +96,7 @@ class PostgresState(SQLAssignments, StateStore):
         self._url, self._secrets = url, _passwords(url)
         self._stop = threading.Event()
         self._marker: Hashable = None
+        self._keys: list[KeyRecord] | None = None  # the active keys as of ``_marker`` (the poller keeps both)
         self._unreachable = False
         self._poll_lock = threading.Lock()  # one poll at a time: a marker never goes back, an outage logs once
         kwargs: dict[str, Any] = {"autocommit": True, "application_name": "slotserve"}
@@ -107,6 +110,8 @@ class PostgresState(SQLAssignments, StateStore):
                             ("keepalives_interval", 5), ("keepalives_count", 3), ("tcp_user_timeout", 10_000)):
             if name not in given:
                 kwargs[name] = value
+        if "options" not in given:  # a hung commit or a held lock fails the call instead of holding a thread
+            kwargs["options"] = f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c lock_timeout={LOCK_TIMEOUT_MS}"
         try:
             with psycopg.connect(url, **kwargs) as conn:  # one connection first: its error says why, a pool's not
                 migrate(conn)
@@ -135,6 +140,13 @@ class PostgresState(SQLAssignments, StateStore):
         self._poll()  # this process's own key ring sees the change at once, as with SQLite
 
     def active_keys(self) -> list[KeyRecord]:
+        # the poller's copy, read with the marker the key ring last saw: the ring re-reads the keys on the event
+        # loop when the marker moves, and must not wait for the database there
+        if self._keys is not None:
+            return list(self._keys)
+        return self._read_keys()
+
+    def _read_keys(self) -> list[KeyRecord]:
         rows = self._read(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE revoked_at IS NULL ORDER BY created_at, id")
         return [KeyRecord(*row) for row in rows]
 
@@ -203,6 +215,8 @@ class PostgresState(SQLAssignments, StateStore):
             try:
                 with self._connection() as conn:
                     marker = tuple(conn.execute(MARKER).fetchone())
+                if marker != self._marker:  # the keys with the marker that says they changed: one snapshot
+                    self._keys = self._read_keys()
             except StateUnavailable as exc:
                 if not self._unreachable and not self._stop.is_set():
                     log.warning("the state database %s is unavailable (%s); API keys are checked against the last "

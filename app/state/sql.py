@@ -23,6 +23,7 @@ RECORD_IF_HELD = ("UPDATE assignments SET model = ?, version = ?, max_batch_size
                   "updated_at = ? WHERE client = ? AND replica = ? AND epoch = ?")
 TAKE_OVER = (f"UPDATE assignments SET replica = ?, epoch = epoch + 1, updated_at = ? "
              f"WHERE client = ? AND replica = ? AND epoch = ? RETURNING {COLUMNS}")
+GIVE_BACK = "UPDATE assignments SET replica = ?, epoch = ? WHERE client = ? AND replica = ? AND epoch = ?"
 SELECT_ONE = f"SELECT {COLUMNS} FROM assignments WHERE client = ?"
 SELECT_ALL = f"SELECT {COLUMNS} FROM assignments ORDER BY updated_at, client"
 FORGET = "DELETE FROM assignments WHERE client = ?"
@@ -55,6 +56,10 @@ class SQLAssignments:
     def take_over(self, seen: Assignment, replica: str) -> Assignment | None:
         _, rows = self._write_rows(TAKE_OVER, (replica, time.time(), seen.client, seen.replica, seen.epoch))
         return Assignment(*rows[0]) if rows else None
+
+    def give_back(self, taken: Assignment, seen: Assignment) -> bool:
+        count, _ = self._write_rows(GIVE_BACK, (seen.replica, seen.epoch, taken.client, taken.replica, taken.epoch))
+        return count == 1
 
     def assignment(self, client: str) -> Assignment | None:
         rows = self._read(SELECT_ONE, (client,))

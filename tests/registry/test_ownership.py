@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.errors import ClientNotFound, NoFreeSlot
+from app.errors import ClientNotFound, ModelNotFound, NoFreeSlot
 from app.partitions import SlotSpec
 from app.registry import Registry
 from app.registry.lifecycle import Phase
@@ -174,28 +174,43 @@ async def test_a_full_replica_first_drops_stale_copies_then_refuses_with_no_free
         await _close(a, b)
 
 
-async def test_a_takeover_that_fails_says_why_on_every_replica(
+async def test_a_takeover_that_cannot_load_gives_the_client_back_to_its_holder(
+        replica: Callable[..., Registry], settings: Settings, shared: StateStore, tmp_path: Path,
+        refs: dict[str, Reference]) -> None:
+    (tmp_path / "empty").mkdir()
+    lacking = settings.model_copy(update={"model_dir": tmp_path / "empty"})  # a replica whose store lacks the model
+    a, b = replica(settings, shared, "a"), replica(lacking, shared, "b")
+    try:
+        await a.load("alice", "tiny")
+        with pytest.raises(ModelNotFound):  # the load's own error is the request's answer
+            await b.predict("alice", rows_body(refs["tiny"]))
+        assert _holder(shared, "alice") == ("a", 1) and shared.assignment("alice").failed is None
+        assert len(b.placement) == 0
+        assert await a.check_ownership() == 0  # a routing blip never loses a client: "a" still holds and serves it
+        assert_rows_match(await a.predict("alice", rows_body(refs["tiny"])), refs["tiny"])
+    finally:
+        await _close(a, b)
+
+
+async def test_a_failed_restore_is_reported_by_every_replica(
         replica: Callable[..., Registry], settings: Settings, shared: StateStore, tmp_path: Path,
         refs: dict[str, Reference]) -> None:
     a = replica(settings, shared, "a")
-    other_store = settings.model_copy(update={"model_dir": tmp_path / "empty"})
+    await a.load("alice", "tiny")
+    await _close(a)
     (tmp_path / "empty").mkdir()
-    b = replica(other_store, shared, "b")  # its store lacks the model
+    restarted = replica(settings.model_copy(update={"model_dir": tmp_path / "empty"}), shared, "a")
+    c = replica(settings, shared, "c")
     try:
-        await a.load("alice", "tiny")
-        with pytest.raises(ClientNotFound) as raised:
-            await b.predict("alice", rows_body(refs["tiny"]))
-        assert "could not be put back" in raised.value.message
+        await restarted.restore()  # its model is gone from "a"'s store: remembered as failed, with the reason
         stored = shared.assignment("alice")
-        assert (stored.replica, stored.epoch) == ("b", 2) and stored.failed
-        assert len(b.placement) == 0
-        c = replica(settings, shared, "c")
-        with pytest.raises(ClientNotFound) as again:
-            await c.predict("alice", rows_body(refs["tiny"]))  # a failed assignment is reported, not retried
-        assert again.value.details["reason"] == stored.failed
-        await c.close(10)
+        assert stored.failed and (stored.replica, stored.epoch) == ("a", 2)
+        with pytest.raises(ClientNotFound) as raised:
+            await c.predict("alice", rows_body(refs["tiny"]))  # reported, not retried, on another replica too
+        assert "could not be put back" in raised.value.message and raised.value.details["reason"] == stored.failed
+        assert len(c.placement) == 0
     finally:
-        await _close(a, b)
+        await _close(restarted, c)
 
 
 @pytest.mark.parametrize("ticks", [0, 1, 2, 3, 5, 8, 13])

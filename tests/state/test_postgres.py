@@ -158,3 +158,15 @@ def test_the_cli_manages_keys_and_shows_assignments_in_a_database(pg_database: s
         assert "hunter2" not in done.stdout + done.stderr
     away = run("state", "show", "--state", f"postgresql://u:hunter2-secret@127.0.0.1:{free_port()}/db")
     assert away.returncode == 2 and away.stderr.count("\n") == 1 and "hunter2" not in away.stderr
+
+
+def test_statements_and_lock_waits_are_bounded_and_keys_are_read_with_their_marker(pg_database: str) -> None:
+    store = PostgresState(pg_database)
+    try:
+        assert store._read("SHOW statement_timeout") == [("10s",)] and store._read("SHOW lock_timeout") == [("5s",)]
+        create_key(store, "alice")
+        reads = []
+        store._read_keys = lambda: reads.append(1) or []  # the key ring's refresh must not query on the event loop
+        assert [k.client for k in KeyRing(store)._by_digest.values()] == ["alice"] and reads == []
+    finally:
+        store.close()
