@@ -19,6 +19,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     show = verbs.add_parser("show", help="list the remembered assignments")
     show.add_argument("--json", action="store_true", help="one JSON array, for scripts")
     clear = verbs.add_parser("clear", help="forget every assignment: the next start is empty (keys stay)")
+    whose = clear.add_mutually_exclusive_group()
+    whose.add_argument("--replica", metavar="ID", help="a shared (PostgreSQL) state: forget only the clients this "
+                       "replica holds (it drops them within --ownership-check-s if it runs)")
+    whose.add_argument("--all", action="store_true", help="a shared state: forget every replica's clients (every "
+                       "running replica drops them within --ownership-check-s)")
     for verb, handler in ((show, _show), (clear, _clear)):
         add_state_flag(verb)
         verb.set_defaults(run=handler)
@@ -62,8 +67,13 @@ def _clear(args: argparse.Namespace) -> int:
     except StateError as exc:
         return fail(str(exc))
     try:
-        count = store.clear_assignments()
+        if store.shared and args.replica is None and not args.all:
+            return fail(f"{store.location} is shared by replicas, and running ones drop the clients it forgets: "
+                        "pass --replica ID (one replica's clients) or --all")
+        count = store.clear_assignments(args.replica)
     finally:
         store.close()
-    print(f"forgot {count} assignment{'' if count == 1 else 's'}; the next start is empty")
+    whose = f" held by replica {args.replica}" if args.replica is not None else ""
+    print(f"forgot {count} assignment{'' if count == 1 else 's'}{whose}; "
+          f"{'the next start is empty' if not store.shared else 'running replicas drop them'}")
     return 0

@@ -45,7 +45,7 @@ class Ownership:
         try:
             await self._restore()
         finally:
-            self._restored = True
+            self.claimed = self._restored = True
 
     async def _restore(self: "Registry") -> None:
         remembered = [a for a in await self.memory.load() if self.memory.mine(a)]
@@ -58,6 +58,7 @@ class Ownership:
                 continue
             if load is not None:
                 loading.append(load)
+        self.claimed = True  # every client it puts back has its slot: their requests wait for their models
         for outcome in await asyncio.gather(*loading, return_exceptions=True):
             if isinstance(outcome, BaseException) and not isinstance(outcome, ClientNotFound | NoFreeSlot):
                 log.debug("a restore failed: %s", outcome)

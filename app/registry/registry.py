@@ -52,6 +52,7 @@ class Registry(Ownership):
         self.operations = Operations()  # loads, swaps and unloads in progress
         self._taking: dict[str, asyncio.Future] = {}  # takeovers starting (ownership.py), by client
         self._restored = False  # restore() has run (ownership.py)
+        self.claimed = False  # restore() has claimed the slots of the clients it puts back (ownership.py)
 
     @classmethod
     def from_settings(cls, settings: Settings, state: StateStore | None = None) -> "Registry":

@@ -55,3 +55,34 @@ async def test_readiness_is_503_and_predictions_are_held_until_the_restore_is_do
                                    atol=TOLERANCE, rtol=0)
         assert (await v2).status_code == 200
         assert (await http.get("/v1/clients/c")).json()["batching"]["max_batch_size"] == 3
+
+
+async def test_with_a_shared_state_a_replica_is_ready_once_its_clients_have_their_slots(
+        settings: Settings, refs: dict[str, Reference], pg_database: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    shared = settings.model_copy(update={"state": pg_database, "replica_id": "r1"})
+    async with open_server(shared) as server:
+        assert (await server.http.put("/v1/clients/a/model", json={"model": "tiny"})).status_code == 200
+    release, first_load = asyncio.Event(), swaps.first_load
+
+    async def held_first_load(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        await release.wait()
+        return await first_load(*args, **kwargs)
+
+    monkeypatch.setattr(swaps, "first_load", held_first_load)
+    async with open_server(shared, restored=False) as server:
+        http = server.http
+        for _ in range(1000):
+            if (await http.get("/readyz")).status_code == 200:
+                break
+            await asyncio.sleep(0.01)
+        # in the ingress's ring while its client's model is still on its way back: the request waits here
+        assert (await http.get("/readyz")).status_code == 200 and (await http.get("/v2/health/ready")).status_code == 200
+        assert server.registry.loaded_model("a") == ("tiny", "loading") and not server.app.state.restoring.done()
+        predicting = asyncio.ensure_future(http.post("/v1/clients/a/predict",
+                                                     json={"instances": refs["tiny"].inputs["x"].tolist()}))
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert not predicting.done()
+        release.set()
+        np.testing.assert_allclose((await predicting).json()["predictions"], refs["tiny"].outputs["y"],
+                                   atol=TOLERANCE, rtol=0)

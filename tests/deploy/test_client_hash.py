@@ -73,7 +73,8 @@ CASES = [  # (method, path, headers, the hash key)
     ("POST", "/v1/models/iris:predict", {"Authorization": "bearer   ssk_alice.eu-1~x"}, "alice.eu-1"),
     ("POST", "/v2/models/iris/infer", {"Authorization": "Bearer an-env-admin-key"}, "Bearer an-env-admin-key"),
     ("POST", "/v2/models/iris/infer", {"Authorization": "Bearer ssk_oldstylekey"}, "Bearer ssk_oldstylekey"),
-    ("POST", "/v2/models/iris/infer", {}, ""),  # open mode's "default" client: one replica for all of them
+    ("POST", "/v2/models/iris/infer", {}, "default"),  # open mode's "default" client, as on its native path:
+    ("POST", "/v1/clients/default/predict", {}, "default"),
 ]
 
 

@@ -154,7 +154,13 @@ def test_the_cli_manages_keys_and_shows_assignments_in_a_database(pg_database: s
     store = open_state(pg_database)
     assert store.active_keys() == [] and store.assignments()[0].replica == "replica-a"
     store.close()
-    for done in (added, listed, shown, revoked):
+    refused = run("state", "clear", "--state", url)  # shared: running replicas would drop what it forgets
+    assert refused.returncode == 2 and "--replica ID" in refused.stderr  # and nothing is forgotten (below)
+    other = run("state", "clear", "--replica", "replica-b", "--state", url)
+    assert other.returncode == 0 and "forgot 0 assignments held by replica replica-b" in other.stdout
+    cleared = run("state", "clear", "--replica", "replica-a", "--state", url)
+    assert cleared.returncode == 0 and "forgot 1 assignment held by replica replica-a" in cleared.stdout
+    for done in (added, listed, shown, revoked, refused, other, cleared):
         assert "hunter2" not in done.stdout + done.stderr
     away = run("state", "show", "--state", f"postgresql://u:hunter2-secret@127.0.0.1:{free_port()}/db")
     assert away.returncode == 2 and away.stderr.count("\n") == 1 and "hunter2" not in away.stderr

@@ -17,7 +17,8 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", response_model=Status, summary="Every remembered client is back and the server takes requests",
             description="503 while the slots are planned and while the clients remembered from the last run are "
-            "loaded back; 200 after (a client whose model could not be put back is then `failed`).",
+            "loaded back; 200 after (a client whose model could not be put back is then `failed`). With a shared "
+            "(PostgreSQL) state, 200 once their slots are claimed: their requests wait for their models here.",
             responses=error_responses(SlotBusy))
 async def readyz(request: Request) -> dict[str, str]:
     check_ready(request)
@@ -29,5 +30,9 @@ def check_ready(request: Request) -> None:
     restoring = getattr(request.app.state, "restoring", None)
     if getattr(request.app.state, "registry", None) is None:
         raise SlotBusy("The server is still starting; try again shortly.")
-    if restoring is not None and not restoring.done():
+    registry = request.app.state.registry
+    # with a shared state, a replica is ready (in the ingress's ring) once it has claimed the slots of the clients
+    # it puts back: their requests then wait here for their models, rather than go to another replica meanwhile,
+    # which would take them over only to hand them back
+    if restoring is not None and not restoring.done() and not (registry.memory.shared and registry.claimed):
         raise SlotBusy("The server is putting back the clients it remembers; try again shortly.")
