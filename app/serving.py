@@ -83,7 +83,8 @@ def run(app: Any, settings: Settings, sock: socket.socket) -> None:
     # log_config=None: uvicorn's own lines go through the one handler serve set up (app/logs.py), and the access
     # line is the app's (it has the request id and the duration), so uvicorn's is off
     config = uvicorn.Config(app, http=protocol, log_level=settings.log_level.lower(), log_config=None,
-                            access_log=False, timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout_s)))
+                            access_log=False, timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout_s)),
+                            timeout_keep_alive=settings.keep_alive_s)
     # uvicorn re-raises the signal that stopped it once it has shut down, through the handler it found installed:
     # with Python's defaults a clean SIGTERM shutdown would end in "killed by SIGTERM" (143), not 0
     for stop in (signal.SIGTERM, signal.SIGINT):

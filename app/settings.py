@@ -55,6 +55,10 @@ class Settings(BaseSettings):
         30.0, gt=0, description="How long a request body may take to arrive before 408 request_timeout.")
     header_timeout_s: float = Field(
         10.0, gt=0, description="How long a connection may take to send a request's headers before it is closed.")
+    keep_alive_s: float = Field(
+        5.0, gt=0, le=3600, description="How long an idle HTTP connection stays open. Behind a proxy that keeps "
+        "connections to this server (nginx, ingress-nginx: 60 s), make it longer than the proxy's, so the proxy "
+        "never sends a request on a connection this server is closing.")
     shutdown_timeout_s: float = Field(
         30.0, gt=0, description="On SIGTERM: how long in-flight requests may finish before they are cancelled.")
     busy_timeout_s: float = Field(
@@ -76,8 +80,8 @@ class Settings(BaseSettings):
                             "each assignment records the replica that holds it. Give every replica its own.")
     ownership_check_s: float = Field(
         5.0, ge=0.1, le=3600, description="How often this replica checks, in the state store, that it still holds "
-        "its clients (another replica may have taken one over); a client it lost is dropped then, or on its next "
-        "request after this long.")
+        "its clients (another replica may have taken one over); a client it lost is dropped then (or on its next "
+        "request, once unchecked for twice this long).")
     forget: bool = Field(False, description="Start empty: forget every remembered assignment (keys stay).")
     admin_key: SecretStr | None = Field(
         None, description=f"An admin API key from the environment (at least {MIN_ADMIN_KEY_CHARS} characters), "

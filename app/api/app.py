@@ -48,6 +48,13 @@ class ServerStats:
     client_disconnects: int = 0  # clients gone before their body arrived
 
 
+def _report_restore(task: asyncio.Task) -> None:
+    """A restore that stopped short (the state store away, a bug) says so; the server still serves, and a client
+    whose assignment was not put back is taken over by its first request (with a shared state) or loaded again."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the restore of remembered clients stopped: %s", task.exception())
+
+
 def create_app(settings: Settings, registry: Registry | None = None, state: StateStore | None = None) -> FastAPI:
     """Build the app. Without ``registry``, the lifespan plans the slots and builds one from ``settings``; without
     ``state``, it opens ``settings.state``. Whatever the lifespan opens, it closes."""
@@ -76,6 +83,7 @@ def create_app(settings: Settings, registry: Registry | None = None, state: Stat
             owned.events.listener = app.state.metrics  # loads (restores too) and batches, from now on
             # the server answers at once (/healthz); it is ready (/readyz) once every remembered client is back
             app.state.restoring = asyncio.get_running_loop().create_task(owned.restore())
+            app.state.restoring.add_done_callback(_report_restore)
             # with a shared store, drop the clients other replicas took over (registry/ownership.py)
             checking = asyncio.get_running_loop().create_task(owned.keep_ownership()) if owned.memory.shared else None
             try:

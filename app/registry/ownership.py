@@ -73,7 +73,7 @@ class Ownership:
         tokens = {c: token for c in names if (token := self.memory.current(c)) is not None}
         if not tokens:
             return 0
-        stored = await self.memory.stored(names[0] if len(names) == 1 else None)
+        stored = await self.memory.stored(*tokens)
         dropped = 0
         for client, token in tokens.items():
             holder = stored.get(client)

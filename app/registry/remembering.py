@@ -49,14 +49,14 @@ class Remembering:
             return []
         return await asyncio.to_thread(self.state.assignments)
 
-    async def stored(self, client: str | None = None) -> dict[str, Assignment]:
-        """The stored assignments (only ``client``'s when given), by client."""
-        if self.state is None:
+    async def stored(self, *clients: str) -> dict[str, Assignment]:
+        """The stored assignments of ``clients`` (those that have one), by client."""
+        if self.state is None or not clients:
             return {}
-        if client is not None:
-            found = await asyncio.to_thread(self.state.assignment, client)
-            return {client: found} if found is not None else {}
-        return {a.client: a for a in await asyncio.to_thread(self.state.assignments)}
+        if len(clients) == 1:
+            found = await asyncio.to_thread(self.state.assignment, clients[0])
+            return {clients[0]: found} if found is not None else {}
+        return {a.client: a for a in await asyncio.to_thread(self.state.assignments_of, list(clients))}
 
     def current(self, client: str) -> Assignment | None:
         return self._current.get(client)

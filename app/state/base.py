@@ -1,7 +1,7 @@
 """The state store's interface and records, shared by every backend."""
 
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -106,6 +106,10 @@ class StateStore(ABC):
     @abstractmethod
     def assignment(self, client: str) -> Assignment | None:
         """The client's stored assignment, or ``None``."""
+
+    @abstractmethod
+    def assignments_of(self, clients: Sequence[str]) -> list[Assignment]:
+        """The stored assignments of ``clients`` (those that have one), in no particular order."""
 
     @abstractmethod
     def forget_assignment(self, client: str) -> None:

@@ -28,6 +28,7 @@ SELECT_ONE = f"SELECT {COLUMNS} FROM assignments WHERE client = ?"
 SELECT_ALL = f"SELECT {COLUMNS} FROM assignments ORDER BY updated_at, client"
 FORGET = "DELETE FROM assignments WHERE client = ?"
 CLEAR = "DELETE FROM assignments"
+_CHUNK = 500
 
 
 class SQLAssignments:
@@ -64,6 +65,14 @@ class SQLAssignments:
     def assignment(self, client: str) -> Assignment | None:
         rows = self._read(SELECT_ONE, (client,))
         return Assignment(*rows[0]) if rows else None
+
+    def assignments_of(self, clients: Sequence[str]) -> list[Assignment]:
+        found: list[Assignment] = []
+        for start in range(0, len(clients), _CHUNK):  # a bounded number of placeholders per statement
+            chunk = clients[start:start + _CHUNK]
+            found += [Assignment(*row) for row in self._read(
+                f"SELECT {COLUMNS} FROM assignments WHERE client IN ({', '.join('?' * len(chunk))})", chunk)]
+        return found
 
     def assignments(self) -> list[Assignment]:
         return [Assignment(*row) for row in self._read(SELECT_ALL)]

@@ -65,3 +65,11 @@ def test_assignments_are_listed_oldest_first_and_cleared(store: StateStore) -> N
         store.record_assignment(Assignment(client, "iris", updated_at=at, replica="r1"))
     assert [a.client for a in store.assignments()] == ["a", "b", "c"]
     assert store.clear_assignments() == 3 and store.assignments() == []
+
+
+def test_assignments_of_some_clients(store: StateStore) -> None:
+    clients = [f"c{i}" for i in range(1203)]  # more than one statement's worth
+    for client in clients[:1201]:
+        store.record_assignment(Assignment(client, "iris", replica="r1"))
+    found = store.assignments_of(clients[::2] + ["nobody"])
+    assert sorted(a.client for a in found) == sorted(clients[:1201:2]) and store.assignments_of([]) == []
