@@ -71,9 +71,11 @@ class Ownership:
             return 0
         names = self.placement.clients() if clients is None else clients
         tokens = {c: token for c in names if (token := self.memory.current(c)) is not None}
-        if not tokens:
+        failed = self.memory.failed_clients() if clients is None else []
+        if not tokens and not failed:
             return 0
-        stored = await self.memory.stored(*tokens)
+        stored = await self.memory.stored(*tokens, *failed)
+        self.memory.forget_stale_failures(failed, stored)  # failed here, since loaded or forgotten elsewhere
         dropped = 0
         for client, token in tokens.items():
             holder = stored.get(client)

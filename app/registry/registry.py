@@ -79,7 +79,7 @@ class Registry(Ownership):
             try:
                 return self.memory.failed_record(client)
             except ClientNotFound:
-                slot = await self._take_over(client)  # stored, held elsewhere (or nowhere): it comes here
+                slot = await self._held_slot(client)  # stored, held elsewhere (or nowhere): it comes here
         memory = await asyncio.to_thread(slot.memory)
         if slot.client != client:  # unloaded (and maybe claimed by another client) while memory was read
             return self.memory.failed_record(client)

@@ -137,6 +137,17 @@ class Remembering:
         """Whether the client's token has not been found in the store for ``every_s`` (a shared store only)."""
         return self.shared and time.monotonic() - self._verified.get(client, 0.0) > every_s
 
+    def failed_clients(self) -> list[str]:
+        return list(self._failed)
+
+    def forget_stale_failures(self, clients: list[str], stored: dict[str, Assignment]) -> None:
+        """Of ``clients``' failed restores, those the store (``stored``: their rows) no longer records as this
+        replica's (the client was loaded, or unloaded, on another replica since) are no longer this one's to report."""
+        for client in clients:
+            failed, row = self._failed.get(client), stored.get(client)
+            if failed is not None and (row is None or row.failed is None or not failed.held_by(row)):
+                del self._failed[client]
+
     def failed_record(self, client: str) -> ClientRecord:
         """A failed client's record, or ``ClientNotFound``."""
         failed = self._failed.get(client)

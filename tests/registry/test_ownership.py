@@ -235,3 +235,35 @@ async def test_a_cancelled_request_does_not_stop_its_takeover(
         assert _holder(shared, "alice") == ("b", 2)
     finally:
         await _close(a, b)
+
+
+async def test_a_failed_restore_is_no_longer_reported_once_another_replica_loads_the_client(
+        replica: Callable[..., Registry], settings: Settings, shared: StateStore, tmp_path: Path) -> None:
+    a = replica(settings, shared, "a")
+    await a.load("alice", "tiny")
+    await _close(a)
+    (tmp_path / "empty").mkdir()
+    restarted = replica(settings.model_copy(update={"model_dir": tmp_path / "empty"}), shared, "a")
+    b = replica(settings, shared, "b")
+    try:
+        await restarted.restore()
+        assert (await restarted.client("alice")).state == "failed"
+        await b.load("alice", "tiny2")  # the client's own load, on another replica
+        await restarted.check_ownership()  # not "failed" here any more: "b" serves it
+        with pytest.raises(ModelNotFound):
+            await restarted.client("alice")  # so asking here takes it over, which cannot load here: given back
+        assert _holder(shared, "alice") == ("b", 3) and (await b.client("alice")).model == "tiny2"
+    finally:
+        await _close(restarted, b)
+
+
+async def test_asking_for_a_client_held_elsewhere_takes_it_over(
+        replica: Callable[..., Registry], settings: Settings, shared: StateStore) -> None:
+    a, b = replica(settings, shared, "a"), replica(settings, shared, "b")
+    try:
+        await a.load("alice", "tiny", max_delay_us=250)
+        record = await b.client("alice")  # GET /v1/clients/alice, routed to "b": it answers once the model serves
+        assert (record.model, record.state, record.batching.max_delay_us) == ("tiny", "ready", 250)
+        assert _holder(shared, "alice") == ("b", 2)
+    finally:
+        await _close(a, b)
