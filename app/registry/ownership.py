@@ -6,7 +6,8 @@ The store's (replica, epoch) token on each assignment says who holds a client (s
 - A request for a client this replica holds no slot for, whose assignment is stored, takes it over: a slot is
   claimed (the request, and any other for the client, waits on it as for a first load), the store's token moves
   here by compare-and-set, and the model loads. That is what happens to the clients of a dead replica once the
-  ingress sends them elsewhere.
+  ingress sends them elsewhere. A takeover that cannot load gives the client back to the replica it came from (a
+  routing blip must not lose a client), and a client's own load or unload meanwhile wins over a put-back.
 - A replica whose token is stale (the client moved, or was unloaded elsewhere) drops its copy at the next ownership
   check: every ``ownership_check_s`` in the background, before a request for a client not checked for twice that
   long, and before a claim would find no free slot.
