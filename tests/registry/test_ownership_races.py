@@ -5,7 +5,7 @@ marked shared (the SQL PostgreSQL runs too); ``down`` makes the store fail as an
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -50,19 +50,29 @@ async def pair(settings: Settings, specs: tuple[SlotSpec, ...], tmp_path: Path
     store.close()
 
 
+class Gate:
+    """Admission of model 'tiny' waits at the gate while it is shut: a put-back of it is held before its load."""
+
+    def __init__(self) -> None:
+        self.shut, self.opened = False, threading.Event()
+
+    def open(self) -> None:
+        self.shut = False
+        self.opened.set()
+
+
 @pytest.fixture
-def held_admission(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], None]]:
-    """Admission of model 'tiny' waits until the test lets it go: a put-back of it is held before its load."""
-    gate, real = threading.Event(), registry_module.admit
+def gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[Gate]:
+    held, real = Gate(), registry_module.admit
 
     def admit(pinned, *args):  # noqa: ANN001, ANN202 - admit's own signature
-        if pinned.name == "tiny":
-            gate.wait(30)
+        if pinned.name == "tiny" and held.shut:
+            held.opened.wait(30)
         return real(pinned, *args)
 
     monkeypatch.setattr(registry_module, "admit", admit)
-    yield gate.set
-    gate.set()
+    yield held
+    held.open()
 
 
 async def _taking_over(b: Registry, refs: dict[str, Reference]) -> asyncio.Future:
@@ -72,13 +82,13 @@ async def _taking_over(b: Registry, refs: dict[str, Reference]) -> asyncio.Futur
     return request
 
 
-async def test_a_clients_own_load_during_a_takeover_stands(pair, refs: dict[str, Reference],
-                                                           held_admission: Callable[[], None]) -> None:
+async def test_a_clients_own_load_during_a_takeover_stands(pair, refs: dict[str, Reference], gate: Gate) -> None:
     a, b, store = pair
     await a.load("alice", "tiny")
+    gate.shut = True
     request = await _taking_over(b, refs)
     result = await b.load("alice", "tiny2")  # the client's own load, answered 200 while the takeover waits
-    held_admission()
+    gate.open()
     await asyncio.gather(request, return_exceptions=True)
     await b.operations.idle()
     assert result.record.model == "tiny2" and b.placement.get("alice").loaded.name == "tiny2"
@@ -87,13 +97,13 @@ async def test_a_clients_own_load_during_a_takeover_stands(pair, refs: dict[str,
     assert_rows_match(await b.predict("alice", rows_body(refs["tiny2"])), refs["tiny2"])
 
 
-async def test_an_unload_during_a_takeover_calls_it_off(pair, refs: dict[str, Reference],
-                                                        held_admission: Callable[[], None]) -> None:
+async def test_an_unload_during_a_takeover_calls_it_off(pair, refs: dict[str, Reference], gate: Gate) -> None:
     a, b, store = pair
     await a.load("alice", "tiny")
+    gate.shut = True
     request = await _taking_over(b, refs)
     result = await b.unload("alice")
-    held_admission()
+    gate.open()
     outcome = (await asyncio.gather(request, return_exceptions=True))[0]
     await b.operations.idle()
     assert result.model == "tiny" and isinstance(outcome, ClientNotFound)
