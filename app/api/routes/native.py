@@ -46,7 +46,7 @@ async def list_models(_: CallerDep, registry: RegistryDep) -> dict:
     "named in the error's `serving` field.",
     openapi_extra={"requestBody": json_body(LoadRequest)},
     responses=error_responses(*_AUTH_ERRORS, *_BODY_ERRORS, errors.ModelNotFound, errors.ModelInvalid,
-                              errors.ModelUnsafe, errors.NoFreeSlot, errors.ModelTooLarge),
+                              errors.ModelUnsafe, errors.NoFreeSlot, errors.ModelTooLarge, errors.StateUnavailable),
 )
 async def load_model(client: OwnedClientDep, request: Request, registry: RegistryDep) -> dict:
     async with payload(request, client) as body:
@@ -61,7 +61,7 @@ async def load_model(client: OwnedClientDep, request: Request, registry: Registr
     openapi_extra={"requestBody": PREDICT_BODY},
     responses={200: PREDICT_RESPONSE, **error_responses(
         *_AUTH_ERRORS, *_BODY_ERRORS, errors.ClientNotFound, errors.InvalidInput, errors.OutputNotFinite,
-        errors.SlotBusy, errors.SlotOutOfMemory)},
+        errors.SlotBusy, errors.SlotOutOfMemory, errors.NoFreeSlot, errors.StateUnavailable)},
 )
 async def predict(client: OwnedClientDep, request: Request, registry: RegistryDep) -> FastJSONResponse:
     # No pydantic model here: validating large nested float lists costs more than the model; the registry checks
@@ -73,14 +73,17 @@ async def predict(client: OwnedClientDep, request: Request, registry: RegistryDe
 @router.delete(
     "/clients/{client}/model", response_model=UnloadResponse, tags=["clients"],
     summary="Unload the client's model and free its slot",
-    responses=error_responses(*_AUTH_ERRORS, errors.ClientNotFound),
+    responses=error_responses(*_AUTH_ERRORS, errors.ClientNotFound, errors.StateUnavailable),
 )
 async def unload_model(client: OwnedClientDep, registry: RegistryDep) -> dict:
     return asdict(await registry.unload(client))
 
 
 @router.get("/clients/{client}", response_model=ClientRecord, tags=["clients"], summary="The client's record",
-            responses=error_responses(*_AUTH_ERRORS, errors.ClientNotFound))
+            description="With replicas, asking a replica for a client another one held takes it over (as a "
+            "prediction does) and answers once its model serves.",
+            responses=error_responses(*_AUTH_ERRORS, errors.ClientNotFound, errors.SlotBusy, errors.NoFreeSlot,
+                                      errors.StateUnavailable))
 async def get_client(client: OwnedClientDep, registry: RegistryDep) -> dict:
     return asdict(await registry.client(client))
 
