@@ -85,6 +85,9 @@ class Ownership:
                 continue
             if self.memory.current(client) is not token:
                 continue  # it changed here while the store was read: the next check sees the new token
+            slot = self.placement.get(client)
+            if slot is None or slot.lock.locked():
+                continue  # a load, swap or unload in progress: never wait for it here; the next check sees it
             log.info("client %s %s: dropping its model here", client, "was unloaded on another replica"
                      if holder is None else f"is held by replica {holder.replica} (epoch {holder.epoch})")
             try:
@@ -102,6 +105,8 @@ class Ownership:
             try:
                 await self.check_ownership()
             except Exception as exc:  # noqa: BLE001 - the store may be away for a while: keep serving, keep trying
+                if not isinstance(exc, SlotServeError):
+                    log.exception("an ownership check failed")
                 (log.debug if failing else log.warning)("could not check which clients this replica still holds "
                                                         "(%s); trying again every %gs", exc,
                                                         self.settings.ownership_check_s)
@@ -133,7 +138,8 @@ class Ownership:
             if not done:
                 raise SlotBusy(f"Client '{client}' is being taken over; try again shortly.", client=client)
             failure = None if load.cancelled() else load.exception()
-            if failure is not None and not isinstance(failure, Superseded):
+            serving = slot.client == client and slot.loaded is not None  # e.g. loaded, but the store missed it
+            if failure is not None and not isinstance(failure, Superseded) and not serving:
                 raise failure
         return slot
 
@@ -189,20 +195,31 @@ class Ownership:
         return slot, self.operations.start(self._load(taken, how))
 
     async def _not_put_back(self: "Registry", wanted: Assignment, how: str | None, exc: BaseException) -> None:
-        """A put-back that failed (a client's own failed load changes nothing): a restore is remembered as failed,
-        with the reason; a takeover gives the client back to the replica that held it (its copy may still serve:
-        a routing blip must not lose a client); either way the slot goes back."""
+        """A put-back that failed (a client's own failed load changes nothing). Its claimed slot goes back first,
+        whatever the store does next. Then, only if nothing else settled the client meanwhile (its own load or
+        unload, or this very put-back's model serving already, unrecorded: the next check reconciles that), a
+        restore is remembered as failed, with the reason, and a takeover gives the client back to the replica that
+        held it (its copy may still serve: a routing blip must not lose a client). Both are best-effort."""
         if how is None or isinstance(exc, Superseded):
             return
-        if how == "takeover":
-            await self.memory.give_back(wanted)
-        else:
-            await self.memory.fail(wanted, exc.message if isinstance(exc, SlotServeError) else str(exc))
-        slot = self.placement.get(wanted.client)
+        client = wanted.client
+        slot = self.placement.get(client)
         if slot is not None:
             async with slot.lock:
-                if slot.client == wanted.client and slot.loaded is None:
+                if slot.client == client and slot.loaded is not None:
+                    return  # it serves here (the client's own load, or this put-back's model, unrecorded)
+                if slot.client == client:
                     await self.placement.release(slot)
+        if self.memory.current(client) is not wanted:
+            return  # the client's own load or unload came first
+        try:
+            if how == "takeover":
+                await self.memory.give_back(wanted)
+            else:
+                await self.memory.fail(wanted, exc.message if isinstance(exc, SlotServeError) else str(exc))
+        except Exception as failure:  # noqa: BLE001 - the store is away: a request here takes the client over again
+            log.warning("client %s: could not record that its %s failed: %s", client, how, failure)
+            self.memory.lost(client)
 
     async def _claim(self: "Registry", client: str, model: str, new: bool = False) -> Slot | None:
         """``Placement.claim`` (``claim_new`` when ``new``); when no slot is free, first drop the clients other

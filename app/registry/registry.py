@@ -200,7 +200,7 @@ class Registry(Ownership):
         try:
             model_file = self.store.resolve(wanted.model, wanted.version)
             pinned = await asyncio.to_thread(self.pins.pin, model_file)
-        except (SlotServeError, OSError) as exc:
+        except Exception as exc:
             await self._not_put_back(wanted, putting_back, exc)
             raise
         outcome = None
@@ -239,7 +239,7 @@ class Registry(Ownership):
                 self.pins.unpin(outcome.previous)
             if isinstance(exc, swaps.ClientLost) and (lost := self.memory.current(client)) is not None:
                 await self.memory.fail(lost, exc.message)  # it has nothing now: say so, and try again at restart
-            elif isinstance(exc, SlotServeError):
+            elif isinstance(exc, Exception):
                 await self._not_put_back(wanted, putting_back, exc)
             raise
         if outcome.previous is not None:

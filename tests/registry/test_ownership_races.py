@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from app.errors import ClientNotFound, StateUnavailable
+from app.errors import ClientNotFound, ModelNotFound, ModelTooLarge, StateUnavailable
 from app.partitions import SlotSpec
 from app.registry import Registry
 from app.registry import registry as registry_module
@@ -23,17 +23,29 @@ pytestmark = pytest.mark.anyio
 
 
 class Flaky(SQLiteState):
+    """A shared store that fails like an unreachable PostgreSQL: every statement while ``down``, or the next
+    ``faults[prefix]`` statements that start with ``prefix``."""
+
     shared = True
     down = False
 
-    def _read(self, sql: str, args=()) -> list[tuple]:  # noqa: ANN001
-        if self.down:
+    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        super().__init__(*args, **kwargs)
+        self.faults: dict[str, int] = {}
+
+    def _fail(self, sql: str) -> None:
+        hit = next((prefix for prefix, left in self.faults.items() if left and sql.startswith(prefix)), None)
+        if hit is not None:
+            self.faults[hit] -= 1
+        if self.down or hit is not None:
             raise StateUnavailable("The state store is unavailable (test); retry shortly.")
+
+    def _read(self, sql: str, args=()) -> list[tuple]:  # noqa: ANN001
+        self._fail(sql)
         return super()._read(sql, args)
 
     def _write_rows(self, sql: str, args=()) -> tuple[int, list[tuple]]:  # noqa: ANN001
-        if self.down:
-            raise StateUnavailable("The state store is unavailable (test); retry shortly.")
+        self._fail(sql)
         return super()._write_rows(sql, args)
 
 
@@ -51,10 +63,11 @@ async def pair(settings: Settings, specs: tuple[SlotSpec, ...], tmp_path: Path
 
 
 class Gate:
-    """Admission of model 'tiny' waits at the gate while it is shut: a put-back of it is held before its load."""
+    """Admission of model 'tiny' waits at the gate while it is shut (a put-back of it is held before its load), then
+    fails with ``ModelTooLarge`` if ``refuse`` is set."""
 
     def __init__(self) -> None:
-        self.shut, self.opened = False, threading.Event()
+        self.shut, self.refuse, self.opened = False, False, threading.Event()
 
     def open(self) -> None:
         self.shut = False
@@ -68,6 +81,8 @@ def gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[Gate]:
     def admit(pinned, *args):  # noqa: ANN001, ANN202 - admit's own signature
         if pinned.name == "tiny" and held.shut:
             held.opened.wait(30)
+            if held.refuse:
+                raise ModelTooLarge("Model 'tiny' does not fit this slot's memory (test).", model="tiny")
         return real(pinned, *args)
 
     monkeypatch.setattr(registry_module, "admit", admit)
@@ -147,3 +162,86 @@ async def test_a_first_load_the_store_could_not_record_is_dropped_by_the_next_ch
     assert b.placement.get("alice") is not None  # loaded, unrecorded: a token that matches nothing
     assert await b.check_ownership() == 1 and len(b.placement) == 0
     assert await a.check_ownership() == 0 and store.assignment("alice").replica == "a"
+
+
+RECORD_IF_HELD, GIVE_BACK = "UPDATE assignments SET model = ?", "UPDATE assignments SET replica = ?, epoch = ?"
+
+
+async def test_a_put_back_that_fails_after_the_clients_own_load_leaves_that_load_alone(
+        pair, refs: dict[str, Reference], gate: Gate) -> None:
+    a, b, store = pair
+    await a.load("alice", "tiny")
+    gate.shut = gate.refuse = True
+    request = await _taking_over(b, refs)
+    await b.load("alice", "tiny2")  # recorded at the takeover's epoch: (b, 2)
+    gate.open()  # now the put-back's admission fails: it must not give alice back to "a"
+    await asyncio.gather(request, return_exceptions=True)
+    await b.operations.idle()
+    stored = store.assignment("alice")
+    assert (stored.model, stored.replica, stored.epoch) == ("tiny2", "b", 2)
+    assert await b.check_ownership() == 0 and b.placement.get("alice").loaded.name == "tiny2"
+    assert await a.check_ownership() == 1  # only one replica serves alice
+
+
+async def test_a_takeover_whose_record_fails_keeps_the_model_it_loaded(pair, refs: dict[str, Reference]) -> None:
+    a, b, store = pair
+    await a.load("alice", "tiny")
+    store.faults[RECORD_IF_HELD] = 1  # the takeover took the token, loaded, then could not record the model
+    assert_rows_match(await b.predict("alice", rows_body(refs["tiny"])), refs["tiny"])
+    await b.operations.idle()
+    assert (store.assignment("alice").replica, store.assignment("alice").epoch) == ("b", 2)  # its token stands
+    assert await b.check_ownership() == 0 and await a.check_ownership() == 1  # one replica serves alice
+
+
+async def test_a_failed_put_back_whose_store_write_fails_leaves_no_slot_claimed(
+        settings: Settings, specs: tuple[SlotSpec, ...], tmp_path: Path, refs: dict[str, Reference]) -> None:
+    store = Flaky(tmp_path / "shared.db")
+    (tmp_path / "empty").mkdir()
+    a = Registry(settings.model_copy(update={"replica_id": "a"}), specs, store)
+    b = Registry(settings.model_copy(update={"replica_id": "b", "model_dir": tmp_path / "empty"}), specs, store)
+    try:
+        await a.load("alice", "tiny")
+        store.faults[GIVE_BACK] = 1  # "b" lacks the model, and then cannot give alice back
+        with pytest.raises(ModelNotFound):
+            await b.predict("alice", rows_body(refs["tiny"]))
+        await b.operations.idle()
+        assert len(b.placement) == 0  # nothing left claimed (a claimed slot would hold requests 30 s, then 503)
+        # a double fault: the store now says "b" holds alice. Asked again, "b" puts her back as its own, fails, and
+        # records it as a failed restore: explicit (404 with the reason from then on), never a request held forever
+        with pytest.raises(ModelNotFound):
+            await b.predict("alice", rows_body(refs["tiny"]))
+        await b.operations.idle()
+        assert store.assignment("alice").failed and len(b.placement) == 0
+        with pytest.raises(ClientNotFound, match="could not be put back"):
+            await b.predict("alice", rows_body(refs["tiny"]))
+    finally:
+        await a.close(10)
+        await b.close(10)
+        store.close()
+
+
+@pytest.mark.parametrize("where", ["compare-and-set", "load"])
+async def test_a_request_cancelled_while_its_takeover_runs_does_not_stop_it(
+        pair, refs: dict[str, Reference], gate: Gate, where: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b, store = pair
+    await a.load("alice", "tiny")
+    cas, take_over = asyncio.Event(), b.memory.take_over
+
+    async def held_take_over(seen):  # noqa: ANN001, ANN202
+        await cas.wait()
+        return await take_over(seen)
+
+    if where == "compare-and-set":
+        monkeypatch.setattr(b.memory, "take_over", held_take_over)
+    else:
+        gate.shut = True
+        cas.set()
+    request = asyncio.ensure_future(b.predict("alice", rows_body(refs["tiny"])))
+    while b.placement.get("alice") is None or (where == "load" and "alice" in b._taking):
+        await asyncio.sleep(0.01)
+    request.cancel()
+    await asyncio.gather(request, return_exceptions=True)
+    cas.set(), gate.open()
+    await b.operations.idle()
+    assert (store.assignment("alice").replica, store.assignment("alice").epoch) == ("b", 2)
+    assert b.placement.get("alice").loaded.name == "tiny" and len(b.operations) == 0
